@@ -1,0 +1,1 @@
+"""The main job: a simulated beamline in one command (``sampletrack demo``)."""

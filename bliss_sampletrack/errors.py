@@ -1,0 +1,55 @@
+"""The exception tree of bliss-sampletrack, in one place.
+
+Every error the plugin raises on purpose derives from :class:`SampleTrackError`, so a macro can
+catch the plugin's failures without catching everything else. Each message says what was wrong
+and what to do about it.
+
+::
+
+    SampleTrackError
+    ├── InvalidBarcodeError (also a ValueError)   malformed text where a barcode was expected
+    │   └── NoReadError                           the reader answered a no-read (ERROR, NOREAD, empty)
+    ├── InvalidSampleError (also a ValueError)    a sample record breaks the contract's limits
+    ├── InvalidEventError (also a ValueError)     an event that does not satisfy the contract
+    └── TestBedError                              the test bed could not start BLISS/beacon/Redis
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class SampleTrackError(Exception):
+    """Base class of every error raised on purpose by bliss-sampletrack."""
+
+
+class InvalidBarcodeError(SampleTrackError, ValueError):
+    """Text that was offered as a barcode is not one (see the contract's barcode rules)."""
+
+    def __init__(self, message: str, *, raw: object = None) -> None:
+        super().__init__(message)
+        #: the rejected input, as received (for logs and tests; never a secret)
+        self.raw = raw
+
+
+class NoReadError(InvalidBarcodeError):
+    """The reader reported that it could not read a code: this is never a sample."""
+
+
+class InvalidSampleError(SampleTrackError, ValueError):
+    """A sample record has a field outside the contract's limits."""
+
+
+class InvalidEventError(SampleTrackError, ValueError):
+    """An event does not satisfy the contract; ``fields`` maps each bad field to its problem."""
+
+    def __init__(self, fields: Mapping[str, str]) -> None:
+        self.fields = dict(fields)
+        detail = "; ".join(f"{name}: {problem}" for name, problem in sorted(self.fields.items()))
+        super().__init__(f"invalid sample-tracking event ({len(self.fields)} bad field(s)): {detail}")
+
+
+class TestBedError(SampleTrackError):
+    """The test bed (beacon, Redis, BLISS session) could not be started or used."""
+
+    __test__ = False  # not a pytest test class, despite the name

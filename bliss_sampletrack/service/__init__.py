@@ -1,0 +1,1 @@
+"""The tracking service (reference server of the contract). Imports nothing from BLISS."""

@@ -1,0 +1,228 @@
+"""Start a real ``beacon-server`` (with its two Redis instances) on free loopback ports.
+
+Used by the pytest fixtures and by ``sampletrack demo``. The server gets:
+- a beacon database folder copied from a config tree (``config_examples/demo_beamline`` by default);
+- Redis configuration copies that bind 127.0.0.1 only and never save to disk;
+- unix sockets inside its own folder (beacon's defaults are shared ``/tmp`` paths);
+- its own process session, so that stopping it stops exactly what it started.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bliss_sampletrack.errors import TestBedError
+from bliss_sampletrack.testbed.config_tree import copy_config_tree
+from bliss_sampletrack.testbed.redis_stack import REQUIRED_MODULES, make_redis_prefix, redis_module_names
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 15.0
+
+
+def free_port() -> int:
+    """A TCP port that is free on loopback now (the kernel's choice)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _loopback_redis_conf(source: Path, target: Path) -> Path:
+    """Copy a beacon Redis conf, binding loopback only and with RDB snapshots off."""
+    text = source.read_text()
+    text = re.sub(r"(?m)^\s*(bind|save|protected-mode)\b.*$", "", text)
+    text += '\nbind 127.0.0.1\nprotected-mode yes\nsave ""\n'
+    target.write_text(text)
+    return target
+
+
+def _bliss_redis_confs() -> tuple[Path, Path]:
+    # BLISS 2.0 keeps them in bliss/config/redis, BLISS 2.4 in bliss/beacon/redis
+    import importlib.util
+
+    spec = importlib.util.find_spec("bliss")
+    if spec is None or spec.origin is None:
+        raise TestBedError("BLISS is not installed in this Python environment")
+    root = Path(spec.origin).parent
+    for folder in (root / "config/redis", root / "beacon/redis"):
+        if (folder / "redis.conf").is_file() and (folder / "redis_data.conf").is_file():
+            return folder / "redis.conf", folder / "redis_data.conf"
+    raise TestBedError(f"no redis.conf/redis_data.conf found under {root}")
+
+
+@dataclass
+class BeaconServer:
+    """A running beacon server; ``host`` is what ``BEACON_HOST`` must be set to."""
+
+    folder: Path
+    port: int
+    redis_port: int
+    redis_data_port: int
+    homepage_port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str] = field(repr=False)
+
+    @property
+    def host(self) -> str:
+        return f"localhost:{self.port}"
+
+    @property
+    def db_path(self) -> Path:
+        return self.folder / "db"
+
+    @property
+    def redis_data_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_data_port}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}"
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError as exc:
+            return f"(no beacon log: {exc})"
+
+    def stop(self) -> None:
+        """SIGTERM the beacon's process group (it and its Redis children), then SIGKILL if needed."""
+        if self.process.poll() is not None:
+            return
+        pgid = os.getpgid(self.process.pid)
+        os.killpg(pgid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            log.warning(
+                "beacon pid %d ignored SIGTERM for %.0f s; killing its group",
+                self.process.pid,
+                STOP_TIMEOUT_S,
+            )
+        # the Redis children share the group: make sure none outlives the test run
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(timeout=STOP_TIMEOUT_S)
+
+
+def _wait_ready(server: BeaconServer) -> None:
+    import redis  # redis-py is a BLISS dependency
+
+    deadline = time.monotonic() + START_TIMEOUT_S
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise TestBedError(
+                f"beacon-server exited with code {server.process.returncode} while starting; "
+                f"its log ({server.log_path}):\n{server.log_tail()}"
+            )
+        try:
+            for url in (server.redis_url, server.redis_data_url):
+                client = redis.Redis.from_url(url, socket_timeout=1.0)
+                try:
+                    modules = redis_module_names(client)
+                finally:
+                    client.close()
+                if not REQUIRED_MODULES <= modules:
+                    raise TestBedError(
+                        f"Redis at {url} lacks {sorted(REQUIRED_MODULES - modules)} "
+                        f"(loaded: {sorted(modules)})"
+                    )
+            # beacon opens its web port last, once its Redis and blissdata setup are done
+            with socket.create_connection(("127.0.0.1", server.homepage_port), timeout=1.0):
+                return
+        except (OSError, redis.exceptions.RedisError) as exc:
+            last_error = exc
+        _sleep(0.1)
+    server.stop()
+    raise TestBedError(
+        f"beacon-server not ready after {START_TIMEOUT_S:.0f} s (last error: {last_error!r}); "
+        f"its log ({server.log_path}):\n{server.log_tail()}"
+    )
+
+
+def _sleep(seconds: float) -> None:
+    # cooperative when gevent is there (always, once BLISS is imported); never blocks a hub
+    try:
+        import gevent
+    except ImportError:  # pragma: no cover - gevent is a hard dependency of BLISS
+        time.sleep(seconds)
+    else:
+        gevent.sleep(seconds)
+
+
+def start_beacon(folder: Path, config_tree: Path | None = None) -> BeaconServer:
+    """Start ``beacon-server`` in ``folder`` (created) and wait until it and its Redis answer."""
+    folder.mkdir(parents=True, exist_ok=True)
+    db_path = copy_config_tree(folder / "db", config_tree)
+    prefix = make_redis_prefix(folder / "redis-prefix")
+    conf, data_conf = _bliss_redis_confs()
+    redis_conf = _loopback_redis_conf(conf, folder / "redis.conf")
+    redis_data_conf = _loopback_redis_conf(data_conf, folder / "redis_data.conf")
+    port, redis_port, redis_data_port, homepage_port = (free_port() for _ in range(4))
+
+    env = dict(os.environ)
+    env["CONDA_PREFIX"] = str(prefix)
+    # beacon-server and memory_tracker live beside this interpreter; redis-server in the prefix
+    env["PATH"] = os.pathsep.join(
+        [str(prefix / "bin"), str(Path(sys.executable).parent), env.get("PATH", "")]
+    )
+    env.pop("BEACON_HOST", None)
+    beacon_exe = shutil.which("beacon-server", path=env["PATH"])
+    if beacon_exe is None:
+        raise TestBedError("beacon-server not found beside this Python; is BLISS installed here?")
+    args = [
+        beacon_exe,
+        f"--db-path={db_path}",
+        f"--port={port}",
+        f"--redis-port={redis_port}",
+        f"--redis-conf={redis_conf}",
+        f"--redis-socket={folder / 'redis.sock'}",
+        f"--redis-data-port={redis_data_port}",
+        f"--redis-data-conf={redis_data_conf}",
+        f"--redis-data-socket={folder / 'redis_data.sock'}",
+        f"--homepage-port={homepage_port}",
+        "--log-server-port=0",
+        "--tango-port=0",
+        f"--log-output-folder={folder}",
+    ]
+    log_path = folder / "beacon.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            args,
+            cwd=folder,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stop() kills exactly this tree
+        )
+    server = BeaconServer(folder, port, redis_port, redis_data_port, homepage_port, process, log_path, env)
+    _wait_ready(server)
+    log.info("beacon-server pid %d ready on %s (db %s)", process.pid, server.host, db_path)
+    return server
+
+
+@contextmanager
+def running_beacon(folder: Path, config_tree: Path | None = None) -> Iterator[BeaconServer]:
+    """Context manager: a beacon server for the duration of the block."""
+    server = start_beacon(folder, config_tree)
+    try:
+        yield server
+    finally:
+        server.stop()
