@@ -2,8 +2,9 @@
 # The whole test suite, on both supported BLISS stacks. Sets up its environments on first use.
 #   stage 0: ruff (lint) on the default stack
 #   stage 1: every test on BLISS 2.0.3 (.venv/), which runs as published on PyPI
-#   stage 2: the real-BLISS tests (-m bliss) on BLISS 2.4.0 (.venv-bliss2.4/), through the test
-#            bed's compatibility layer (bliss_sampletrack/testbed/compat_bliss24)
+#   stage 2: every test again on BLISS 2.4.0 (.venv-bliss2.4/: its gevent, redis-py, blissdata),
+#            the real-BLISS ones through the test bed's compatibility layer
+#            (bliss_sampletrack/testbed/compat_bliss24)
 # Extra arguments go to both pytest runs (e.g. -k scan, -x).
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -13,11 +14,11 @@ bash tools/setup-env.sh 2.4 || exit 1
 
 status=0
 echo "== stage 0: ruff"
-.venv/bin/ruff check bliss_sampletrack tests || status=1
+.venv/bin/ruff check bliss_sampletrack tests benchmarks || status=1
 echo "== stage 1: all tests on BLISS 2.0.3"
 .venv/bin/python -m pytest "$@" || status=1
-echo "== stage 2: real-BLISS tests on BLISS 2.4.0 (compatibility layer)"
-.venv-bliss2.4/bin/python -m pytest -m bliss "$@" || status=1
+echo "== stage 2: all tests on BLISS 2.4.0 (compatibility layer)"
+.venv-bliss2.4/bin/python -m pytest "$@" || status=1
 if [[ $status -ne 0 ]]; then
   echo "tools/test.sh: FAILED (see the stages above)" >&2
 fi

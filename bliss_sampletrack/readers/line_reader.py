@@ -1,0 +1,285 @@
+"""The engine of every line-based reader: one greenlet owns the connection, callers subscribe.
+
+A background greenlet (the "pump") connects, reconnects with capped exponential backoff after a
+disconnect or a power cycle, splits the byte stream into lines, classifies each line with the
+reader's :class:`~bliss_sampletrack.readers.dialects.Dialect` and hands every outcome to the
+current subscribers. ``read()`` subscribes, sends the trigger and waits for the first result;
+``stream()`` subscribes and yields. One owner of the socket means no two greenlets ever read it,
+and a reconnect happens in exactly one place.
+
+Caveats:
+- A triggered read takes the first result line after the trigger. Lines that arrived before the
+  trigger are dropped (and logged), so a stale code is never taken for the new one.
+- ``OK,<cmd>``-style acknowledgements are skipped whether or not the model sends them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+
+import gevent
+import gevent.event
+import gevent.lock
+import gevent.queue
+
+from bliss_sampletrack.errors import (
+    NoReadError,
+    ReaderCommandError,
+    ReaderConnectionError,
+    ReaderError,
+    ReaderTimeout,
+    SampleTrackError,
+)
+from bliss_sampletrack.readers.dialects import Dialect, LineKind
+from bliss_sampletrack.readers.framing import DEFAULT_MAX_LINE, LineSplitter, decode_code
+from bliss_sampletrack.readers.protocol import BarcodeRead, ConnectionState, ReadOutcome
+from bliss_sampletrack.readers.transports import Transport
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.5  # how often an idle pump wakes up to notice close()
+
+
+class Backoff:
+    """Capped exponential backoff: initial, x2 each failure, at most ``maximum``; reset on success."""
+
+    def __init__(self, initial: float = 0.1, maximum: float = 5.0) -> None:
+        self.initial, self.maximum = initial, maximum
+        self.next = initial
+
+    def failed(self) -> float:
+        delay = self.next
+        self.next = min(self.next * 2, self.maximum)
+        return delay
+
+    def reset(self) -> None:
+        self.next = self.initial
+
+
+class LineReader:
+    """A barcode reader speaking a line protocol over a transport (implements ``BarcodeReader``)."""
+
+    def __init__(
+        self,
+        name: str,
+        transport: Transport,
+        dialect: Dialect,
+        *,
+        no_read: tuple[str, ...] = (),
+        timeout: float = 3.0,
+        connect_timeout: float = 3.0,
+        max_line: int = DEFAULT_MAX_LINE,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.name = name
+        self.transport = transport
+        self.dialect = replace(dialect, no_read=tuple(dialect.no_read) + tuple(no_read))
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.max_line = max_line
+        self.backoff = backoff or Backoff()
+        self._state = ConnectionState.DISCONNECTED
+        self._connected = gevent.event.Event()
+        self._last_error: str | None = None
+        self._last_read: BarcodeRead | None = None
+        self._subscribers: list[Callable[[ReadOutcome], None]] = []
+        self._pump: gevent.Greenlet | None = None
+        self._trigger_lock = gevent.lock.Semaphore()
+        self.reconnections = 0
+
+    # -- BarcodeReader protocol ------------------------------------------------------------
+    @property
+    def state(self) -> ConnectionState:
+        return self._state
+
+    @property
+    def last_error(self) -> str | None:
+        return self._last_error
+
+    @property
+    def last_read(self) -> BarcodeRead | None:
+        return self._last_read
+
+    def read(self, timeout: float | None = None) -> BarcodeRead:
+        if self.dialect.trigger is None:
+            raise ReaderError(
+                f"reader {self.name!r} ({self.dialect.family}) has no trigger command configured; "
+                "use stream() or configure 'trigger' in its YAML"
+            )
+        timeout = self.timeout if timeout is None else timeout
+        deadline = gevent.get_hub().loop.now() + timeout
+        with self._trigger_lock:  # one triggered read at a time: results are not tagged
+            self._ensure_pump()
+            if not self._connected.wait(timeout):
+                raise ReaderConnectionError(
+                    f"reader {self.name!r} not connected to {self.transport.url} after {timeout:g} s"
+                    + (f": {self._last_error}" if self._last_error else "")
+                )
+            queue: gevent.queue.Queue[ReadOutcome] = gevent.queue.Queue()
+            self._subscribers.append(queue.put)
+            try:
+                self.transport.write(self.dialect.trigger, timeout)
+                outcome = self._first_result(queue, deadline)
+            except ReaderTimeout:
+                self._stop_reading()
+                raise
+            finally:
+                self._subscribers.remove(queue.put)
+        if isinstance(outcome, SampleTrackError):
+            raise outcome
+        return outcome
+
+    def stream(self, timeout: float | None = None) -> Iterator[ReadOutcome]:
+        self._ensure_pump()
+        queue: gevent.queue.Queue[ReadOutcome] = gevent.queue.Queue()
+        self._subscribers.append(queue.put)
+        deadline = None if timeout is None else gevent.get_hub().loop.now() + timeout
+        try:
+            while self._pump is not None:
+                wait = POLL_S if deadline is None else min(POLL_S, deadline - gevent.get_hub().loop.now())
+                if wait <= 0:
+                    return
+                try:
+                    yield queue.get(timeout=wait)
+                except gevent.queue.Empty:
+                    continue
+        finally:
+            if queue.put in self._subscribers:
+                self._subscribers.remove(queue.put)
+
+    def connect(self, timeout: float | None = None) -> None:
+        """Start the connection now (otherwise the first read does); wait until connected."""
+        timeout = self.connect_timeout if timeout is None else timeout
+        self._ensure_pump()
+        if not self._connected.wait(timeout):
+            raise ReaderConnectionError(
+                f"reader {self.name!r} not connected to {self.transport.url} after {timeout:g} s: "
+                f"{self._last_error or 'no answer'}"
+            )
+
+    def close(self) -> None:
+        pump, self._pump = self._pump, None
+        if pump is not None:
+            pump.kill(block=True, timeout=5)
+        self.transport.close()
+        self._set_state(ConnectionState.DISCONNECTED)
+
+    def __close__(self) -> None:  # called by BLISS when the session closes
+        self.close()
+
+    def __info__(self) -> str:
+        last = self._last_read
+        lines = [
+            f"{self.dialect.family} barcode reader {self.name!r}",
+            f"  connection : {self.transport.url} ({self._state})",
+            f"  reconnects : {self.reconnections}",
+            f"  last code  : {last.barcode!r} at {last.received_at.isoformat(timespec='seconds')}"
+            if last
+            else "  last code  : none",
+            f"  last error : {self._last_error or 'none'}",
+        ]
+        return "\n".join(lines)
+
+    # -- internals -----------------------------------------------------------------------------
+    def _first_result(self, queue: gevent.queue.Queue[ReadOutcome], deadline: float) -> ReadOutcome:
+        try:
+            return queue.get(timeout=max(deadline - gevent.get_hub().loop.now(), 0.0))
+        except gevent.queue.Empty:
+            pass
+        error = ReaderTimeout(
+            f"reader {self.name!r} ({self.transport.url}) gave no result within the read timeout"
+        )
+        self._last_error = str(error)
+        raise error
+
+    def _stop_reading(self) -> None:
+        if self.dialect.stop and self.transport.is_open:
+            try:
+                self.transport.write(self.dialect.stop, self.connect_timeout)
+            except ReaderError as exc:
+                log.warning("reader %r: could not send the stop command: %s", self.name, exc)
+
+    def _ensure_pump(self) -> None:
+        if self._pump is None or self._pump.dead:
+            self._pump = gevent.spawn(self._run)
+            self._pump.name = f"sampletrack-reader-{self.name}"
+            self._pump.link_exception(self._pump_died)
+
+    def _pump_died(self, greenlet: gevent.Greenlet) -> None:
+        # a bug, not a device problem: make it visible in __info__ and the log; the next
+        # read() or stream() starts a new pump
+        self._last_error = f"reader {self.name!r}: internal error {greenlet.exception!r}"
+        log.error("%s", self._last_error, exc_info=greenlet.exc_info)
+        self._set_state(ConnectionState.DISCONNECTED)
+
+    def _set_state(self, state: ConnectionState) -> None:
+        self._state = state
+        if state is ConnectionState.CONNECTED:
+            self._connected.set()
+        else:
+            self._connected.clear()
+
+    def _publish(self, outcome: ReadOutcome) -> None:
+        if isinstance(outcome, SampleTrackError):
+            self._last_error = str(outcome)
+        else:
+            self._last_read = outcome
+        if not self._subscribers:
+            log.info("reader %r: nobody waiting for %s", self.name, outcome)
+        for deliver in list(self._subscribers):
+            deliver(outcome)
+
+    def _run(self) -> None:
+        splitter = LineSplitter(self.name, self.dialect.terminator, self.max_line)
+        first = True
+        while True:
+            self._set_state(ConnectionState.CONNECTING)
+            try:
+                self.transport.open(self.connect_timeout)
+            except ReaderConnectionError as exc:
+                self._last_error = str(exc)
+                delay = self.backoff.failed()
+                log.warning("%s; retrying in %.1f s", exc, delay)
+                gevent.sleep(delay)
+                continue
+            if not first:
+                self.reconnections += 1
+            first = False
+            self.backoff.reset()
+            splitter.clear()
+            self._set_state(ConnectionState.CONNECTED)
+            log.info("reader %r connected to %s", self.name, self.transport.url)
+            try:
+                self._pump_lines(splitter)
+            except ReaderConnectionError as exc:
+                self._set_state(ConnectionState.CONNECTING)
+                self._publish(exc)
+                gevent.sleep(self.backoff.failed())
+
+    def _pump_lines(self, splitter: LineSplitter) -> None:
+        while True:
+            try:
+                data = self.transport.read_some(POLL_S)
+            except ReaderTimeout:
+                continue
+            for item in splitter.feed(data):
+                outcome = item if isinstance(item, SampleTrackError) else self._outcome(item)
+                if outcome is not None:
+                    self._publish(outcome)
+
+    def _outcome(self, line: bytes) -> ReadOutcome | None:
+        """The result a line carries; None for an acknowledgement, which is no result."""
+        classified = self.dialect.classify(line)
+        if classified.kind is LineKind.ACK:
+            log.debug("reader %r: acknowledgement %r", self.name, line)
+            return None
+        if classified.kind is LineKind.COMMAND_ERROR:
+            return ReaderCommandError(f"reader {self.name!r}: {classified.detail} (received {line!r})")
+        if classified.kind is LineKind.NOREAD:
+            return NoReadError(f"reader {self.name!r} answered a no-read ({line!r})", raw=line)
+        try:
+            return decode_code(self.name, classified.payload, self.dialect.no_read)
+        except SampleTrackError as exc:
+            return exc
