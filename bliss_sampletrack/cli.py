@@ -1,31 +1,37 @@
-"""The ``sampletrack`` command line. Subcommands grow with the plugin (status, deliver, ...)."""
+"""The ``sampletrack`` command line. Each subcommand lives in its own module's ``main(argv)``."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from bliss_sampletrack import __version__
 
+#: subcommand -> (module with main(argv), help)
+SUBCOMMANDS = {
+    "demo": (
+        "bliss_sampletrack.demo.run",
+        "run the simulated beamline: beacon, Redis, a real BLISS session and a scan",
+    ),
+    "annotate": (
+        "bliss_sampletrack.tagging.annotate_cli",
+        "write or verify the NXsample group of HDF5 scans from a tracker's history",
+    ),
+}
+
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(
-        prog="sampletrack",
-        description="Sample tracking for BLISS beamlines.",
-    )
+    parser = argparse.ArgumentParser(prog="sampletrack", description="Sample tracking for BLISS beamlines.")
     parser.add_argument("--version", action="version", version=f"bliss-sampletrack {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser(
-        "demo",
-        help="run the simulated beamline: beacon, Redis, a real BLISS session and a scan",
-        add_help=False,
-    )
+    for name, (_, help_text) in SUBCOMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
     args, rest = parser.parse_known_args(argv)
-    if args.command == "demo":
-        from bliss_sampletrack.demo.run import main as demo_main
-
-        return demo_main(rest)
+    if args.command in SUBCOMMANDS:
+        module = importlib.import_module(SUBCOMMANDS[args.command][0])
+        return int(module.main(rest))
     if rest:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
     parser.print_help()

@@ -4,12 +4,17 @@
   from the demo beamline's config tree copied into a temporary folder; stopped at the end.
 - ``bliss_session``: the real BLISS session ``demo_session`` (mockup motor, simulation counters).
 - ``scan_saving``: a fresh saving path for each test, scan numbers restarting at 1.
+- ``esrf``: the session under the ESRF data policy (headless: no ICAT, in-process HDF5 writer) in
+  proposal ``PROPOSAL`` and a collection of the test's own; put back to the basic scan saving at
+  teardown. All tests share one proposal: on BLISS 2.0.3 leaving a proposal that has saved
+  datasets waits 10 s for ICAT confirmations.
 
 Tests that use them are marked ``bliss`` (stage 2 of tools/test.sh runs only those on BLISS 2.4).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,10 +26,12 @@ from bliss_sampletrack.testbed.session import import_bliss
 # BLISS first (gevent monkey-patching; and the 2.4 compatibility layer before that), see session.py
 import_bliss()
 
+from bliss_sampletrack.tagging import data_policy  # noqa: E402
 from bliss_sampletrack.testbed.beacon import BeaconServer, running_beacon  # noqa: E402
 from bliss_sampletrack.testbed.config_tree import DEMO_SESSION  # noqa: E402
 from bliss_sampletrack.testbed.session import open_session  # noqa: E402
 
+PROPOSAL = "st0001"  # neither "<beamline>..." nor tmp/temp/test...: a visitor proposal
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
@@ -32,7 +39,7 @@ SHARED = REPO.parent / "shared"
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # any test that uses the test bed is a real-BLISS test, whether or not it says so
     for item in items:
-        if {"beacon", "bliss_session", "scan_saving"} & set(getattr(item, "fixturenames", ())):
+        if {"beacon", "bliss_session", "scan_saving", "esrf"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.bliss)
 
 
@@ -62,3 +69,28 @@ def scan_saving(bliss_session: Any, tmp_path: Path) -> Any:
     if reset is not None:
         reset()
     return scan_saving
+
+
+@pytest.fixture(scope="session")
+def policy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("esrf_data")
+
+
+def policy_roots(root: Path) -> dict[str, Path]:
+    return {
+        "inhouse_data_root": root / "inhouse",
+        "visitor_data_root": root / "visitor",
+        "tmp_data_root": root / "tmp",
+    }
+
+
+@pytest.fixture
+def esrf(bliss_session: Any, policy_root: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The session under the ESRF policy, in proposal PROPOSAL and a collection of this test's own."""
+    collection = re.sub(r"\W", "_", request.node.name)[:40]
+    with data_policy.policy_enabled(
+        bliss_session, beamline="demo", **policy_roots(policy_root)
+    ) as scan_saving:
+        scan_saving.newproposal(PROPOSAL)
+        scan_saving.newcollection(collection)
+        yield scan_saving

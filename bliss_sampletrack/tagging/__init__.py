@@ -1,0 +1,1 @@
+"""Putting the mounted sample on every scan: scan_info/HDF5 tag, ICAT dataset fields, scan policy."""

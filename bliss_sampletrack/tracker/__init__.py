@@ -1,0 +1,1 @@
+"""The SampleTracker controller: state machine, persistence, sample registries."""

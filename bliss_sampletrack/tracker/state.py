@@ -1,0 +1,176 @@
+"""The tracker's state machine: what is mounted, and the contract events each change produces.
+
+Pure logic (no I/O): :func:`transition` takes the current :class:`Snapshot` and a request and
+returns the next snapshot plus the events to record, so every rule is testable in isolation.
+
+States:
+- ``EMPTY``: nothing on the sample position.
+- ``MOUNTED``: ``sample`` is on it, since the event ``mount_event_id``.
+- ``UNKNOWN``: nothing to trust (first start, or the reader that identified the sample went
+  offline). ``sample`` keeps the last sample believed mounted, if any.
+- ``CONFLICT``: two sources disagree; ``reason`` says how. ``sample`` is the one recorded before.
+
+Rules:
+- Mounting while something is mounted first records the unmount of the previous sample.
+- Mounting the sample that is already mounted (same barcode, or same name when neither has a
+  barcode) is no change and produces no event: a reader reading the same code twice is one mount.
+- Leaving UNKNOWN/CONFLICT by a mount or an unmount records the previous sample's unmount with
+  ``status: ERROR``, because nobody saw it happen.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from bliss_sampletrack.core import Event, Sample, Source, Status
+from bliss_sampletrack.core.contract import format_timestamp, parse_timestamp
+
+
+class TrackerState(StrEnum):
+    EMPTY = "EMPTY"
+    MOUNTED = "MOUNTED"
+    UNKNOWN = "UNKNOWN"
+    CONFLICT = "CONFLICT"
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The tracker's state at one moment (persisted as JSON)."""
+
+    state: TrackerState
+    since: datetime
+    sample: Sample | None = None
+    source: Source | None = None
+    mount_event_id: uuid.UUID | None = None
+    reason: str = ""
+
+    @classmethod
+    def initial(cls, reason: str = "no recorded state: nothing to trust yet") -> Snapshot:
+        return cls(TrackerState.UNKNOWN, datetime.now(UTC), reason=reason)
+
+    def same_sample(self, sample: Sample) -> bool:
+        current = self.sample
+        if current is None:
+            return False
+        if current.barcode is not None or sample.barcode is not None:
+            return current.barcode == sample.barcode
+        return current.name == sample.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "state": str(self.state),
+            "since": format_timestamp(self.since),
+            "sample": None if self.sample is None else self.sample.to_dict(),
+            "source": None if self.source is None else str(self.source),
+            "mount_event_id": None if self.mount_event_id is None else str(self.mount_event_id),
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Snapshot:
+        return cls(
+            state=TrackerState(data["state"]),
+            since=parse_timestamp(data["since"]),
+            sample=None if data.get("sample") is None else Sample.from_dict(data["sample"]),
+            source=None if data.get("source") is None else Source(data["source"]),
+            mount_event_id=None if data.get("mount_event_id") is None else uuid.UUID(data["mount_event_id"]),
+            reason=data.get("reason", ""),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EventContext:
+    """Where events happen: filled into every event."""
+
+    beamline: str
+    session: str
+    proposal: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """The outcome of a request: the next snapshot and the events recording it (maybe none)."""
+
+    snapshot: Snapshot
+    events: list[Event] = field(default_factory=list)
+
+
+def _unmount_previous(
+    current: Snapshot, source: Source, ctx: EventContext, at: datetime, why: str | None
+) -> list[Event]:
+    if current.sample is None or current.state is TrackerState.EMPTY:
+        return []
+    doubtful = current.state in (TrackerState.UNKNOWN, TrackerState.CONFLICT)
+    message = why or ""
+    if doubtful:
+        message = (
+            f"unmount not observed: the tracker was {current.state}"
+            + (f" ({current.reason})" if current.reason else "")
+            + (f"; {why}" if why else "")
+        )
+    return [
+        Event.unmounted(
+            current.sample,
+            beamline=ctx.beamline,
+            session=ctx.session,
+            proposal=ctx.proposal,
+            source=source,
+            occurred_at=at,
+            status=Status.ERROR if doubtful else Status.SUCCESS,
+            message=message,
+            mount_event_id=current.mount_event_id,
+        )
+    ]
+
+
+def mount(
+    current: Snapshot,
+    sample: Sample,
+    source: Source,
+    ctx: EventContext,
+    *,
+    at: datetime | None = None,
+    status: Status = Status.SUCCESS,
+    message: str = "",
+) -> Change:
+    """``sample`` is now mounted (as reported by ``source``)."""
+    at = at or datetime.now(UTC)
+    if current.state is TrackerState.MOUNTED and current.same_sample(sample) and status is Status.SUCCESS:
+        return Change(current)  # the same code read again: one mount
+    events = _unmount_previous(current, source, ctx, at, f"replaced by {sample.label}")
+    mounted = Event.mounted(
+        sample,
+        beamline=ctx.beamline,
+        session=ctx.session,
+        proposal=ctx.proposal,
+        source=source,
+        occurred_at=at,
+        status=status,
+        message=message,
+    )
+    events.append(mounted)
+    state = TrackerState.MOUNTED if status is Status.SUCCESS else TrackerState.CONFLICT
+    snapshot = Snapshot(
+        state, at, sample, source, mounted.event_id, "" if status is Status.SUCCESS else message
+    )
+    return Change(snapshot, events)
+
+
+def unmount(current: Snapshot, source: Source, ctx: EventContext, *, at: datetime | None = None) -> Change:
+    """The sample position is now empty. Unmounting when already EMPTY changes nothing."""
+    at = at or datetime.now(UTC)
+    if current.state is TrackerState.EMPTY:
+        return Change(current)
+    events = _unmount_previous(current, source, ctx, at, None)
+    return Change(Snapshot(TrackerState.EMPTY, at, source=source), events)
+
+
+def degrade(current: Snapshot, state: TrackerState, reason: str, *, at: datetime | None = None) -> Change:
+    """Enter UNKNOWN or CONFLICT without a mount or unmount (no event: nothing moved)."""
+    if state not in (TrackerState.UNKNOWN, TrackerState.CONFLICT):
+        raise ValueError(f"degrade() goes to UNKNOWN or CONFLICT, not {state}")
+    return Change(replace(current, state=state, since=at or datetime.now(UTC), reason=reason))
