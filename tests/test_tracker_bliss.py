@@ -27,8 +27,9 @@ def clear_tracker_keys(name: str = "tracker") -> None:
     from bliss.config.conductor.client import get_redis_proxy
 
     redis = get_redis_proxy()
-    for key in redis.scan_iter(f"sampletrack:{name}:*"):
-        redis.delete(key)
+    for pattern in (f"sampletrack:{name}:*", "sampletrack:outbox:*"):
+        for key in redis.scan_iter(pattern):
+            redis.delete(key)
 
 
 def make_tracker(**overrides: Any) -> SampleTracker:
@@ -259,7 +260,7 @@ def test_info_shows_state_reader_registry_and_history(tracker: SampleTracker) ->
         "lysozyme_1 (LYS-0001)",
         "reader    : bcr",
         "beacon:sampletrack/samples.csv (3 samples)",
-        "1 event(s) pending",
+        "1 event(s) kept in the outbox",
     ):
         assert text in info, info
 

@@ -10,13 +10,14 @@ import fakeredis
 import pytest
 
 from bliss_sampletrack.core import Event, EventType, Sample, Source, Status
+from bliss_sampletrack.delivery.outbox import RedisStreamOutbox
 from bliss_sampletrack.errors import ConfigurationError, SampleTrackError
 from bliss_sampletrack.tagging.icat_fields import ICAT_SAMPLE_FIELDS, icat_fields
 from bliss_sampletrack.tagging.scan_tag import end_of_scan_tag, sample_tag
 from bliss_sampletrack.tracker import state as machine
 from bliss_sampletrack.tracker.registry import ChainRegistry, ManifestRegistry
 from bliss_sampletrack.tracker.state import EventContext, Snapshot, TrackerState
-from bliss_sampletrack.tracker.store import RedisListOutbox, RedisTrackerStore
+from bliss_sampletrack.tracker.store import RedisTrackerStore
 
 CTX = EventContext("id23-1", "mx", "mx2532")
 A = Sample(barcode="LYS-1", name="lysozyme 1", changer_name="flex", changer_position="3:05")
@@ -96,7 +97,7 @@ def test_snapshot_round_trips() -> None:
 
 def test_store_commits_state_history_and_outbox_together() -> None:
     redis = fakeredis.FakeRedis()
-    outbox = RedisListOutbox(redis, "sampletrack:t:outbox")
+    outbox = RedisStreamOutbox(redis, "id23-1")
     store = RedisTrackerStore(redis, "t", outbox, history_size=3)
     assert store.load() is None
     snap = Snapshot(TrackerState.EMPTY, T0)
@@ -116,7 +117,7 @@ def test_store_commits_state_history_and_outbox_together() -> None:
 
 def test_unreadable_state_is_an_error_not_a_guess() -> None:
     redis = fakeredis.FakeRedis()
-    store = RedisTrackerStore(redis, "t", RedisListOutbox(redis, "o"))
+    store = RedisTrackerStore(redis, "t", RedisStreamOutbox(redis, "id23-1"))
     redis.set(store.state_key, b"{not json")
     with pytest.raises(SampleTrackError, match="unreadable"):
         store.load()

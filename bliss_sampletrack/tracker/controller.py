@@ -34,6 +34,9 @@ from bliss.common.utils import typecheck
 from bliss_sampletrack.config_node import ObjectConfig
 from bliss_sampletrack.core import Event, Sample, Source, Status
 from bliss_sampletrack.core.barcode import validate_barcode
+from bliss_sampletrack.delivery.clients import client_from_config
+from bliss_sampletrack.delivery.manager import DeliveryManager
+from bliss_sampletrack.delivery.outbox import RedisStreamOutbox
 from bliss_sampletrack.errors import (
     MountRefusedError,
     NoReadError,
@@ -47,7 +50,7 @@ from bliss_sampletrack.tagging.scan_tag import sample_tag
 from bliss_sampletrack.tracker import state as machine
 from bliss_sampletrack.tracker.registry import ChainRegistry, ManifestRegistry, SampleRegistry
 from bliss_sampletrack.tracker.state import Change, EventContext, Snapshot, TrackerState
-from bliss_sampletrack.tracker.store import RedisListOutbox, RedisTrackerStore
+from bliss_sampletrack.tracker.store import RedisTrackerStore
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +67,21 @@ KEYS = {
     "new_dataset_on_change",
     "scan_policy",
     "no_read",
+    "delivery",
+    "deliver_in_session",
 }
+
+
+def _delivery_clients(cfg: ObjectConfig) -> list[Any]:
+    entries = cfg.config.get("delivery") or []
+    if not isinstance(entries, list | tuple) and not hasattr(entries, "__iter__"):
+        raise cfg.error("delivery", "must be a list of clients (each with 'name' and 'type')")
+    where = f"{cfg.name!r} in {cfg.filename}, key 'delivery'"
+    clients = [client_from_config(entry, where) for entry in entries]
+    names = [c.name for c in clients]
+    if len(set(names)) != len(names):
+        raise cfg.error("delivery", f"client names must be unique, got {names}")
+    return clients
 
 
 def _manifest(cfg: ObjectConfig, location: str) -> ManifestRegistry:
@@ -79,6 +96,12 @@ def _manifest(cfg: ObjectConfig, location: str) -> ManifestRegistry:
     except RuntimeError as exc:
         raise cfg.error("manifest", f"names {location!r}, which beacon cannot serve: {exc}") from None
     return ManifestRegistry(f"beacon:{location}", text=text)
+
+
+def _progress_bar(done: int, total: int) -> None:
+    width = 30
+    filled = int(width * done / total)
+    print(f"\rdelivering [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", flush=True)
 
 
 class SampleTracker:
@@ -113,8 +136,10 @@ class SampleTracker:
         from bliss.config.conductor.client import get_redis_proxy
 
         redis = get_redis_proxy()
-        self.outbox = RedisListOutbox(redis, f"sampletrack:{name}:outbox")
+        self.outbox = RedisStreamOutbox(redis, self.beamline)
         self.store = RedisTrackerStore(redis, name, self.outbox, cfg.get("history_size", int, 1000))
+        self.delivery = DeliveryManager(self.outbox, _delivery_clients(cfg))
+        self.deliver_in_session = cfg.get("deliver_in_session", bool, True)
         self._lock = gevent.lock.RLock()
         self._snapshot = self._restore()
         self._follower: gevent.Greenlet | None = None
@@ -132,9 +157,12 @@ class SampleTracker:
         if self.reader is not None and self.reader_mode == "continuous" and self._follower is None:
             self._follower = gevent.spawn(self._follow_reader)
             self._follower.name = f"sampletrack-{self.name}-reader"
+        if self.deliver_in_session:
+            self.delivery.start()
 
     def close(self) -> None:
-        """Stop tagging scans and following the reader; the state stays in Redis."""
+        """Stop tagging scans, following the reader and delivering; state and outbox stay in Redis."""
+        self.delivery.stop()
         if self._follower is not None:
             self._follower.kill()
             self._follower = None
@@ -228,6 +256,30 @@ class SampleTracker:
             note = f"  ({e.message})" if e.message else ""
             lines.append(f"{when:26} {e.type:10} {e.status:7} {e.source:15} {e.sample.label}{note}")
         return "\n".join(lines)
+
+    def delivery_status(self) -> None:
+        """Print, per delivery client: pending events, oldest pending age, dead letters, last error."""
+        statuses = self.delivery.status()
+        print("\n".join(s.line() for s in statuses) or f"no delivery configured in {self.config_file}")
+
+    def retry_dead_letters(self) -> None:
+        """Send the dead letters again (after fixing what the service objected to)."""
+        for client, (delivered, dead) in self.delivery.retry_dead_letters().items():
+            print(f"{client}: {delivered} delivered, {dead} still dead")
+
+    @typecheck
+    def drain(self, timeout: float = 60.0) -> None:
+        """Wait until every pending event is delivered (or ``timeout`` s), showing progress."""
+        if not self.delivery.running:
+            raise SampleTrackError(
+                f"tracker {self.name!r} does not deliver in this session (deliver_in_session: false); "
+                "run 'sampletrack deliver' instead"
+            )
+        done = self.delivery.drain(timeout, _progress_bar)
+        print()
+        if not done:
+            self.delivery_status()
+            raise SampleTrackError(f"tracker {self.name!r}: events still pending after {timeout:g} s")
 
     # -- the seam for sample changers, readers and macros --------------------------------------------
     def record_mount(
@@ -390,7 +442,13 @@ class SampleTracker:
         lines.append(f"  registry  : {self.registry.describe()} (unknown barcodes: {self.unknown_barcode})")
         tagging = "on" if self._tagger is not None else "off"
         lines.append(f"  scans     : tagging {tagging}, policy {self.scan_policy}")
-        lines.append(f"  outbox    : {self.outbox.pending()} event(s) pending delivery")
+        statuses = self.delivery.status()
+        if not statuses:
+            lines.append(
+                f"  delivery  : none configured ({self.outbox.pending()} event(s) kept in the outbox)"
+            )
+        for status in statuses:
+            lines.append(f"  delivery  : {status.line()}")
         for warning in self.warnings[-3:]:
             lines.append(f"  warning   : {warning}")
         lines.append("  recent events:")

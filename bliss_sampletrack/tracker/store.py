@@ -1,7 +1,8 @@
 """Persistence of a tracker in Redis: its snapshot, a bounded history, and the outbox hand-off.
 
 One Redis transaction (MULTI/EXEC) writes the new snapshot, appends the events to the history
-(trimmed to ``history_size``) and hands them to the outbox. So after a crash the three agree:
+(trimmed to ``history_size``) and hands them to the outbox
+(:class:`~bliss_sampletrack.delivery.outbox.RedisStreamOutbox`). So after a crash the three agree:
 either the change and its events are all recorded, or none of it is.
 
 Keys (``prefix`` is ``sampletrack:<tracker name>``): ``<prefix>:state`` (JSON snapshot),
@@ -31,23 +32,6 @@ class OutboxSeam(Protocol):
         ...
 
     def pending(self) -> int: ...
-
-
-class RedisListOutbox:
-    """The simplest durable outbox: a Redis list of contract events (oldest first)."""
-
-    def __init__(self, redis: Any, key: str) -> None:
-        self.redis, self.key = redis, key
-
-    def add(self, pipeline: Any, events: list[Event]) -> None:
-        if events:
-            pipeline.rpush(self.key, *(event.to_json() for event in events))
-
-    def pending(self) -> int:
-        return int(self.redis.llen(self.key))
-
-    def peek(self, count: int = 100) -> list[Event]:
-        return [Event.from_json(raw) for raw in self.redis.lrange(self.key, 0, count - 1)]
 
 
 class RedisTrackerStore:

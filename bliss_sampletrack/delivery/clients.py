@@ -1,0 +1,225 @@
+"""Delivery clients: one protocol, several backends (REST contract service, no-op; ICAT+ apart).
+
+A client sends a batch of events (oldest first) and says, per event, whether it was delivered,
+rejected for good (a dead letter, with the service's answer), or must be retried; a failure of
+the whole call that is worth retrying raises :class:`RetryLater`.
+
+Per the contract's delivery rules: connection errors, timeouts, 408, 429 and 5xx are retried
+(forever, by the loop); any other 4xx is a rejection.
+
+Secrets: the REST token comes from the YAML (``token``) or, better, from an environment variable
+(``token_env``, default ``SAMPLETRACK_TOKEN``); it is only ever put in the Authorization header,
+never in a log, an exception or ``describe()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
+
+from bliss_sampletrack.core import Event
+from bliss_sampletrack.errors import ConfigurationError, SampleTrackError
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUS = {408, 429}
+MAX_ANSWER = 500  # characters of a service answer kept in a dead letter
+
+
+class Verdict(StrEnum):
+    DELIVERED = "delivered"
+    REJECTED = "rejected"  # for good: dead letter
+    RETRY = "retry"  # this one and the following wait
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    verdict: Verdict
+    detail: str = ""
+
+
+class RetryLater(SampleTrackError):
+    """The whole call failed in a way worth retrying; ``retry_after`` is the server's hint (s)."""
+
+    def __init__(self, message: str, retry_after: float | None = None, batch_too_large: bool = False) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.batch_too_large = batch_too_large
+
+
+@runtime_checkable
+class DeliveryClient(Protocol):
+    name: str
+    max_batch: int  # 1: one event per call
+
+    def send(self, events: list[Event]) -> list[Result]:
+        """One result per event, in order; raise RetryLater when the call as a whole failed."""
+        ...
+
+    def describe(self) -> str: ...
+
+
+def classify_status(status: int) -> Verdict:
+    if status in (200, 201):
+        return Verdict.DELIVERED
+    if status in RETRYABLE_STATUS or status >= 500:
+        return Verdict.RETRY
+    return Verdict.REJECTED
+
+
+class NoopClient:
+    """For beamlines without a tracking service: every event counts as delivered at once.
+
+    The events stay visible in the tracker's history (and the service-less outbox is trimmed).
+    """
+
+    max_batch = 1000
+
+    def __init__(self, name: str = "none") -> None:
+        self.name = name
+
+    def send(self, events: list[Event]) -> list[Result]:
+        return [Result(Verdict.DELIVERED, "no tracking service configured") for _ in events]
+
+    def describe(self) -> str:
+        return f"{self.name}: no tracking service (events kept in the history only)"
+
+
+class RestClient:
+    """The tracking service's REST contract (``POST /events``, ``POST /events/batch``)."""
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        token: str,
+        *,
+        verify_tls: bool | str = True,
+        timeout: float = 10.0,
+        max_batch: int = 200,
+    ) -> None:
+        import requests  # a BLISS dependency; cooperative once gevent has patched sockets
+
+        if not url.startswith(("http://", "https://")):
+            raise ConfigurationError(
+                f"delivery client {name!r}: url must start with http:// or https://, got {url!r}"
+            )
+        if not 1 <= max_batch <= 1000:
+            raise ConfigurationError(
+                f"delivery client {name!r}: max_batch must be 1..1000 (the contract's limit)"
+            )
+        self.name = name
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.max_batch = max_batch
+        self._session = requests.Session()
+        self._session.verify = verify_tls
+        self._session.headers["Authorization"] = f"Bearer {token}"
+        self._session.headers["Content-Type"] = "application/json"
+
+    def describe(self) -> str:
+        return f"{self.name}: REST {self.url}"
+
+    def send(self, events: list[Event]) -> list[Result]:
+        if len(events) == 1:
+            return [self._send_one(events[0])]
+        body = '{"events":[' + ",".join(e.to_json() for e in events) + "]}"
+        response = self._post("/events/batch", body)
+        if response.status_code == 413:
+            raise RetryLater(
+                f"{self.url}/events/batch: batch of {len(events)} too large (413)", batch_too_large=True
+            )
+        verdict = classify_status(response.status_code)
+        if verdict is Verdict.RETRY:
+            raise RetryLater(self._answer(response), self._retry_after(response))
+        if response.status_code != 200:
+            # the batch itself refused (e.g. 401/422): every event gets the answer
+            return [Result(Verdict.REJECTED, self._answer(response)) for _ in events]
+        try:
+            results = response.json()["results"]
+        except (ValueError, KeyError, TypeError):
+            raise RetryLater(f"{self.url}/events/batch answered 200 without a results list") from None
+        if len(results) != len(events):
+            raise RetryLater(
+                f"{self.url}/events/batch answered {len(results)} results for {len(events)} events"
+            )
+        out = []
+        for event, result in zip(events, results, strict=True):
+            if not isinstance(result, dict) or result.get("event_id") != str(event.event_id):
+                raise RetryLater(f"{self.url}/events/batch answered results out of order")
+            status = int(result.get("status", 0))
+            out.append(Result(classify_status(status), f"{status} {result.get('error') or ''}".strip()))
+        return out
+
+    def _send_one(self, event: Event) -> Result:
+        response = self._post("/events", event.to_json())
+        verdict = classify_status(response.status_code)
+        if verdict is Verdict.RETRY:
+            raise RetryLater(self._answer(response), self._retry_after(response))
+        return Result(verdict, self._answer(response))
+
+    def _post(self, path: str, body: str) -> Any:
+        import requests
+
+        try:
+            return self._session.post(self.url + path, data=body.encode(), timeout=self.timeout)
+        except requests.Timeout:
+            raise RetryLater(f"{self.url}{path}: no answer within {self.timeout:g} s") from None
+        except requests.RequestException as exc:
+            # the exception text holds the URL, never the header with the token
+            raise RetryLater(f"{self.url}{path}: {type(exc).__name__}: {exc}") from None
+
+    def _answer(self, response: Any) -> str:
+        text = response.text[:MAX_ANSWER] if response.text else ""
+        return f"{response.status_code} {text}".strip()
+
+    @staticmethod
+    def _retry_after(response: Any) -> float | None:
+        value = response.headers.get("Retry-After")
+        try:
+            return float(value) if value is not None else None
+        except ValueError:
+            return None
+
+
+def client_from_config(node: Any, where: str) -> DeliveryClient:
+    """Build one client from a YAML mapping (an item of the tracker's ``delivery`` list)."""
+    kind = node.get("type")
+    name = node.get("name") or kind
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError(f"{where}: each delivery entry needs a 'name' (and a 'type')")
+    if kind == "rest":
+        url = node.get("url")
+        if not isinstance(url, str):
+            raise ConfigurationError(
+                f"{where}: delivery {name!r}: key 'url' is missing (e.g. http://host:8090/api/v1)"
+            )
+        token = node.get("token")
+        token_env = node.get("token_env", "SAMPLETRACK_TOKEN")
+        if token is None:
+            token = os.environ.get(token_env)
+        if not token:
+            raise ConfigurationError(
+                f"{where}: delivery {name!r}: no token: set the environment variable {token_env} "
+                "(or 'token_env' to another variable's name)"
+            )
+        return RestClient(
+            name,
+            url,
+            str(token),
+            verify_tls=node.get("verify_tls", True),
+            timeout=float(node.get("timeout", 10.0)),
+            max_batch=int(node.get("max_batch", 200)),
+        )
+    if kind == "none":
+        return NoopClient(name)
+    if kind == "icatplus":
+        from bliss_sampletrack.delivery.icatplus import IcatPlusClient
+
+        return IcatPlusClient.from_config(node, where)
+    raise ConfigurationError(
+        f"{where}: delivery {name!r}: key 'type' must be rest, icatplus or none, got {kind!r}"
+    )

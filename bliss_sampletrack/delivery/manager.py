@@ -1,0 +1,95 @@
+"""Running the deliverers of one outbox (one per client), and reporting on them.
+
+Used by the tracker inside a BLISS session (greenlets) and by ``sampletrack deliver``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import gevent
+
+from bliss_sampletrack.delivery.clients import DeliveryClient
+from bliss_sampletrack.delivery.loop import Deliverer
+from bliss_sampletrack.delivery.outbox import RedisStreamOutbox
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientStatus:
+    client: str
+    description: str
+    pending: int
+    oldest_pending_s: float | None
+    last_error: str | None
+    dead_letters: int
+    lock_holder: str | None
+
+    def line(self) -> str:
+        age = "" if self.oldest_pending_s is None else f", oldest {self.oldest_pending_s:.0f} s"
+        error = f", last error: {self.last_error}" if self.last_error else ""
+        return f"{self.description}: {self.pending} pending{age}, {self.dead_letters} dead letter(s){error}"
+
+
+class DeliveryManager:
+    def __init__(self, outbox: RedisStreamOutbox, clients: Iterable[DeliveryClient]) -> None:
+        self.outbox = outbox
+        self.deliverers = [Deliverer(outbox, client) for client in clients]
+        self._greenlets: list[gevent.Greenlet] = []
+
+    @property
+    def running(self) -> bool:
+        return any(not g.dead for g in self._greenlets)
+
+    def start(self) -> None:
+        if self.running:
+            return
+        self._greenlets = []
+        for deliverer in self.deliverers:
+            deliverer._stop.clear()
+            greenlet = gevent.spawn(deliverer.run)
+            greenlet.name = f"sampletrack-deliver-{self.outbox.beamline}-{deliverer.client.name}"
+            self._greenlets.append(greenlet)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        for deliverer in self.deliverers:
+            deliverer.stop()
+        gevent.joinall(self._greenlets, timeout=timeout)
+        gevent.killall([g for g in self._greenlets if not g.dead], timeout=timeout)
+        self._greenlets = []
+
+    def status(self) -> list[ClientStatus]:
+        return [
+            ClientStatus(
+                d.client.name,
+                d.client.describe(),
+                self.outbox.pending(d.client.name),
+                self.outbox.oldest_pending_age(d.client.name),
+                self.outbox.last_error(d.client.name),
+                len(self.outbox.dead_letters(d.client.name)),
+                d.lock.holder(),
+            )
+            for d in self.deliverers
+        ]
+
+    def retry_dead_letters(self) -> dict[str, tuple[int, int]]:
+        return {d.client.name: d.retry_dead_letters() for d in self.deliverers}
+
+    def drain(self, timeout: float, progress: Callable[[int, int], None] | None = None) -> bool:
+        """Wait (cooperatively) until nothing is pending for any client, or ``timeout`` seconds.
+
+        ``progress(done, total)`` is called as events are delivered. Returns True when drained.
+        The deliverers must be running (here or in another process)."""
+        total = max(1, sum(self.outbox.pending(d.client.name) for d in self.deliverers))
+        with gevent.Timeout(timeout, False):
+            while True:
+                left = sum(self.outbox.pending(d.client.name) for d in self.deliverers)
+                if progress:
+                    progress(total - left, total)
+                if left == 0:
+                    return True
+                gevent.sleep(0.2)
+        return False

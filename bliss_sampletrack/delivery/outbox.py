@@ -1,0 +1,198 @@
+"""The durable outbox: a Redis stream of contract events per beamline, read by delivery clients.
+
+Layout (``base`` = ``sampletrack:outbox:<beamline>``):
+
+- ``<base>``: a Redis STREAM; each entry has one field ``event`` (the contract event's JSON). The
+  tracker appends with XADD inside the same MULTI/EXEC as its state change, so an event exists
+  exactly when the change does; stream IDs give the delivery order.
+- ``<base>:cursor:<client>``: the last stream ID that client has finished with (delivered or
+  dead-lettered). Each client has its own cursor: fan-out to several services, each with its
+  own progress.
+- ``<base>:dead:<client>``: a list of dead letters, JSON ``{"entry", "event", "answer", "at"}``.
+- ``<base>:last_error:<client>``: the client's last delivery error (text), cleared on success.
+- ``<base>:clients``: the set of clients ever registered; entries every one of them has finished
+  with are trimmed from the stream.
+
+Durability relies on the beacon Redis' persistence: with BLISS's default RDB snapshots
+(``save 900 1`` ...), a Redis crash can lose the changes of the last minutes (state, history and
+outbox alike, consistently). With ``appendonly yes`` and ``appendfsync everysec`` it loses at most
+about one second; ``appendfsync always`` loses nothing that was acknowledged. A lost outbox entry
+is lost together with the state change it recorded (one transaction), never one without the other.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bliss_sampletrack.core import Event
+
+log = logging.getLogger(__name__)
+
+START = "0-0"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One outbox entry: its stream ID and the event."""
+
+    id: str
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    entry: str
+    event: Event
+    answer: str
+    at: str
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class RedisStreamOutbox:
+    """The outbox of one beamline. ``redis`` is any redis-py client (the beacon's, or fakeredis)."""
+
+    def __init__(self, redis: Any, beamline: str) -> None:
+        self.redis = redis
+        self.beamline = beamline
+        self.key = f"sampletrack:outbox:{beamline}"
+
+    # -- writing (the tracker) ---------------------------------------------------------------------
+    def add(self, pipeline: Any, events: list[Event]) -> None:
+        """Queue ``events`` in the caller's MULTI/EXEC ``pipeline`` (the tracker's state change)."""
+        for event in events:
+            pipeline.xadd(self.key, {"event": event.to_json()})
+
+    # -- reading (the deliverers) ------------------------------------------------------------------
+    def register(self, client: str) -> None:
+        """Make ``client`` a reader of this outbox. A new client starts at the oldest entry still
+        in the stream: events recorded before any client existed are delivered too (nothing is
+        trimmed while no client is registered)."""
+        self.redis.sadd(f"{self.key}:clients", client)
+
+    def clients(self) -> list[str]:
+        return sorted(_text(c) for c in self.redis.smembers(f"{self.key}:clients"))
+
+    def cursor(self, client: str) -> str:
+        value = self.redis.get(self._cursor_key(client))
+        return START if value is None else _text(value)
+
+    def next_entries(self, client: str, count: int) -> list[Entry]:
+        """Up to ``count`` entries after the client's cursor, oldest first."""
+        raw = self.redis.xrange(self.key, min=f"({self.cursor(client)}", max="+", count=count)
+        return [Entry(_text(entry_id), Event.from_json(fields[b"event"])) for entry_id, fields in raw]
+
+    def wait(self, client: str, timeout: float) -> bool:
+        """Block (cooperatively under gevent) until an entry after the cursor exists, or timeout."""
+        answer = self.redis.xread({self.key: self.cursor(client)}, count=1, block=max(1, int(timeout * 1000)))
+        return bool(answer)
+
+    def finish(self, client: str, entry_id: str) -> None:
+        """The client is done with every entry up to ``entry_id`` (delivered or dead-lettered)."""
+        self.redis.set(self._cursor_key(client), entry_id)
+        self.redis.delete(f"{self.key}:last_error:{client}")
+
+    def dead_letter(self, client: str, entry: Entry, answer: str) -> None:
+        """Set an event aside with the service's answer, and move past it (one transaction)."""
+        record = {
+            "entry": entry.id,
+            "event": json.loads(entry.event.to_json()),
+            "answer": answer,
+            "at": datetime.now(UTC).isoformat(),
+        }
+        pipeline = self.redis.pipeline(transaction=True)
+        pipeline.rpush(f"{self.key}:dead:{client}", json.dumps(record))
+        pipeline.set(self._cursor_key(client), entry.id)
+        pipeline.execute()
+        log.error(
+            "outbox %s: event %s dead-lettered for %r: %s",
+            self.beamline,
+            entry.event.event_id,
+            client,
+            answer,
+        )
+
+    def set_error(self, client: str, message: str) -> None:
+        self.redis.set(f"{self.key}:last_error:{client}", message)
+
+    def last_error(self, client: str) -> str | None:
+        value = self.redis.get(f"{self.key}:last_error:{client}")
+        return None if value is None else _text(value)
+
+    def dead_letters(self, client: str) -> list[DeadLetter]:
+        out = []
+        for raw in self.redis.lrange(f"{self.key}:dead:{client}", 0, -1):
+            record = json.loads(raw)
+            out.append(
+                DeadLetter(record["entry"], Event.from_dict(record["event"]), record["answer"], record["at"])
+            )
+        return out
+
+    def take_dead_letters(self, client: str) -> list[DeadLetter]:
+        """Remove and return the client's dead letters (to retry them after a fix)."""
+        pipeline = self.redis.pipeline(transaction=True)
+        pipeline.lrange(f"{self.key}:dead:{client}", 0, -1)
+        pipeline.delete(f"{self.key}:dead:{client}")
+        raw, _ = pipeline.execute()
+        letters = []
+        for item in raw:
+            record = json.loads(item)
+            letters.append(
+                DeadLetter(record["entry"], Event.from_dict(record["event"]), record["answer"], record["at"])
+            )
+        return letters
+
+    def return_dead_letters(self, client: str, letters: list[DeadLetter]) -> None:
+        for letter in letters:
+            record = {
+                "entry": letter.entry,
+                "event": json.loads(letter.event.to_json()),
+                "answer": letter.answer,
+                "at": letter.at,
+            }
+            self.redis.rpush(f"{self.key}:dead:{client}", json.dumps(record))
+
+    # -- status ------------------------------------------------------------------------------------
+    def pending(self, client: str | None = None) -> int:
+        """Entries the client (default: the slowest client, or all entries if none) has not finished."""
+        cursor = self.cursor(client) if client else self._min_cursor()
+        return len(self.redis.xrange(self.key, min=f"({cursor}", max="+"))
+
+    def oldest_pending_age(self, client: str | None = None) -> float | None:
+        """Seconds since the oldest unfinished entry was added, or None when nothing is pending."""
+        cursor = self.cursor(client) if client else self._min_cursor()
+        first = self.redis.xrange(self.key, min=f"({cursor}", max="+", count=1)
+        if not first:
+            return None
+        return max(0.0, time.time() - _id_key(_text(first[0][0]))[0] / 1000.0)
+
+    def peek(self, count: int = 100) -> list[Event]:
+        """The first ``count`` events still in the stream, oldest first (whatever their delivery)."""
+        return [Event.from_json(fields[b"event"]) for _, fields in self.redis.xrange(self.key, count=count)]
+
+    def trim(self) -> None:
+        """Drop entries every registered client has finished with."""
+        clients = self.clients()
+        if clients:
+            self.redis.xtrim(self.key, minid=self._min_cursor(), approximate=False)
+
+    def _min_cursor(self) -> str:
+        clients = self.clients()
+        if not clients:
+            return START
+        return min((self.cursor(c) for c in clients), key=_id_key)
+
+    def _cursor_key(self, client: str) -> str:
+        return f"{self.key}:cursor:{client}"
