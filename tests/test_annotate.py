@@ -17,6 +17,7 @@ import pytest
 
 from bliss_sampletrack.core import Event, Sample, Source, Status
 from bliss_sampletrack.core.contract import format_timestamp
+from bliss_sampletrack.delivery.outbox import RedisStreamOutbox
 from bliss_sampletrack.tagging.annotate import (
     Action,
     AnnotateError,
@@ -31,7 +32,7 @@ from bliss_sampletrack.tagging.annotate_cli import main
 from bliss_sampletrack.tagging.scan_tag import sample_tag
 from bliss_sampletrack.tracker import state as machine
 from bliss_sampletrack.tracker.state import EventContext, Snapshot, TrackerState
-from bliss_sampletrack.tracker.store import RedisListOutbox, RedisTrackerStore
+from bliss_sampletrack.tracker.store import RedisTrackerStore
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 WHERE: dict[str, Any] = {"beamline": "id00", "session": "demo_session", "source": Source.BARCODE_READER}
@@ -444,7 +445,7 @@ def test_load_events_json_errors(tmp_path: Path, content: str, message: str) -> 
 
 def test_load_events_redis_reads_the_trackers_history_oldest_first(history: list[Event]) -> None:
     redis = fakeredis.FakeRedis()
-    store = RedisTrackerStore(redis, "tracker", RedisListOutbox(redis, "sampletrack:tracker:outbox"))
+    store = RedisTrackerStore(redis, "tracker", RedisStreamOutbox(redis, "id00"))
     snapshot = Snapshot(TrackerState.MOUNTED, at(30), THAU)
     store.commit(snapshot, history[:1])
     store.commit(snapshot, history[1:])  # lpush of two events at once: newest first in Redis
