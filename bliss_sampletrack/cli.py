@@ -8,11 +8,19 @@ import sys
 
 from bliss_sampletrack import __version__
 
-#: subcommand -> (module with main(argv), help)
+#: subcommand -> ("module" or "module:function" taking argv and returning the exit code, help)
 SUBCOMMANDS = {
     "demo": (
         "bliss_sampletrack.demo.run",
         "run the simulated beamline: beacon, Redis, a real BLISS session and a scan",
+    ),
+    "deliver": (
+        "bliss_sampletrack.delivery.cli:deliver_main",
+        "deliver the tracker's outbox to its tracking services (daemon, or --drain)",
+    ),
+    "status": (
+        "bliss_sampletrack.delivery.cli:status_main",
+        "the tracker's state, recent events, pending and dead-lettered deliveries",
     ),
     "annotate": (
         "bliss_sampletrack.tagging.annotate_cli",
@@ -30,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_parser(name, help=help_text, add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command in SUBCOMMANDS:
-        module = importlib.import_module(SUBCOMMANDS[args.command][0])
-        return int(module.main(rest))
+        module_name, _, function = SUBCOMMANDS[args.command][0].partition(":")
+        return int(getattr(importlib.import_module(module_name), function or "main")(rest))
     if rest:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
     parser.print_help()

@@ -4,6 +4,10 @@
   from the demo beamline's config tree copied into a temporary folder; stopped at the end.
 - ``bliss_session``: the real BLISS session ``demo_session`` (mockup motor, simulation counters).
 - ``scan_saving``: a fresh saving path for each test, scan numbers restarting at 1.
+- ``add_yaml``: write beacon YAML into the running beacon's configuration (as a scientist adding
+  an object would) and reload the config; removed at teardown.
+- ``http_server``: a contract-shaped HTTP service on loopback that records requests and answers
+  from a script (``tests/recorder.py``); yields ``(base_url, recorder)``.
 - ``esrf``: the session under the ESRF data policy (headless: no ICAT, in-process HDF5 writer) in
   proposal ``PROPOSAL`` and a collection of the test's own; put back to the basic scan saving at
   teardown. All tests share one proposal: on BLISS 2.0.3 leaving a proposal that has saved
@@ -15,7 +19,9 @@ Tests that use them are marked ``bliss`` (stage 2 of tools/test.sh runs only tho
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+import textwrap
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +31,8 @@ from bliss_sampletrack.testbed.session import import_bliss
 
 # BLISS first (gevent monkey-patching; and the 2.4 compatibility layer before that), see session.py
 import_bliss()
+
+from recorder import Recorder  # noqa: E402
 
 from bliss_sampletrack.tagging import data_policy  # noqa: E402
 from bliss_sampletrack.testbed.beacon import BeaconServer, running_beacon  # noqa: E402
@@ -94,3 +102,35 @@ def esrf(bliss_session: Any, policy_root: Path, request: pytest.FixtureRequest) 
         scan_saving.newproposal(PROPOSAL)
         scan_saving.newcollection(collection)
         yield scan_saving
+
+
+@pytest.fixture
+def add_yaml(beacon: BeaconServer, bliss_session: Any) -> Iterator[Callable[[str], Any]]:
+    from bliss.config.static import get_config
+
+    written: list[Path] = []
+
+    def add(text: str) -> Any:
+        path = beacon.db_path / "tests" / f"{uuid.uuid4().hex[:8]}.yml"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+        written.append(path)
+        config = get_config()
+        config.reload()
+        return config
+
+    yield add
+    for path in written:
+        path.unlink()
+    get_config().reload()
+
+
+@pytest.fixture
+def http_server() -> Iterator[tuple[str, Recorder]]:
+    from gevent.pywsgi import WSGIServer
+
+    recorder = Recorder()
+    server = WSGIServer(("127.0.0.1", 0), recorder, log=None)
+    server.start()
+    yield f"http://127.0.0.1:{server.server_port}/api/v1", recorder
+    server.stop()

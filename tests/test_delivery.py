@@ -14,6 +14,7 @@ from typing import Any
 import gevent
 import pytest
 import redis
+from recorder import Recorder
 
 from bliss_sampletrack.core import Event, Sample, Source
 from bliss_sampletrack.delivery.clients import NoopClient, RestClient, Result, RetryLater, Verdict
@@ -193,38 +194,6 @@ def test_manager_status_and_drain(outbox: RedisStreamOutbox) -> None:
 
 
 # -- the REST client over real HTTP -------------------------------------------------------------------
-
-
-class Recorder:
-    """A contract-shaped HTTP service on loopback (gevent WSGI server): records requests and
-    answers from a script of (status, headers, body or body function)."""
-
-    def __init__(self) -> None:
-        self.answers: list[tuple[int, dict[str, str], Any]] = []
-        self.requests: list[tuple[str, dict[str, str], Any]] = []
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        body = json.loads(environ["wsgi.input"].read(length))
-        headers = {k[5:].replace("_", "-").title(): v for k, v in environ.items() if k.startswith("HTTP_")}
-        self.requests.append((environ["PATH_INFO"], headers, body))
-        status, extra, answer = self.answers.pop(0) if self.answers else (201, {}, None)
-        if callable(answer):
-            answer = answer(body)
-        data = json.dumps(answer or {"event": body}).encode()
-        start_response(f"{status} X", [("Content-Type", "application/json"), *extra.items()])
-        return [data]
-
-
-@pytest.fixture
-def http_server() -> Iterator[tuple[str, Recorder]]:
-    from gevent.pywsgi import WSGIServer
-
-    recorder = Recorder()
-    server = WSGIServer(("127.0.0.1", 0), recorder, log=None)
-    server.start()
-    yield f"http://127.0.0.1:{server.server_port}/api/v1", recorder
-    server.stop()
 
 
 SECRET = "tok-s3cr3t-value"

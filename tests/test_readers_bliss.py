@@ -6,9 +6,7 @@ a beamline scientist adding a reader to the beamline's configuration would.
 
 from __future__ import annotations
 
-import textwrap
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,31 +16,9 @@ from ruamel.yaml import YAML  # BLISS's own YAML library
 from bliss_sampletrack.errors import ConfigurationError, NoReadError
 from bliss_sampletrack.readers import BarcodeReader, ConnectionState
 from bliss_sampletrack.readers.simulators.server import ReaderSimulator
-from bliss_sampletrack.testbed.beacon import BeaconServer
 
 pytestmark = pytest.mark.bliss
 EXAMPLES = Path(__file__).resolve().parents[1] / "config_examples" / "readers"
-
-
-@pytest.fixture
-def add_yaml(beacon: BeaconServer, bliss_session: Any) -> Iterator[Callable[[str], Any]]:
-    from bliss.config.static import get_config
-
-    written: list[Path] = []
-
-    def add(text: str) -> Any:
-        path = beacon.db_path / "tests" / f"{uuid.uuid4().hex[:8]}.yml"
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-        written.append(path)
-        config = get_config()
-        config.reload()
-        return config
-
-    yield add
-    for path in written:
-        path.unlink()
-    get_config().reload()
 
 
 def test_keyence_from_beacon_yaml_reads_its_simulator(add_yaml: Callable[[str], Any]) -> None:

@@ -223,3 +223,16 @@ def client_from_config(node: Any, where: str) -> DeliveryClient:
     raise ConfigurationError(
         f"{where}: delivery {name!r}: key 'type' must be rest, icatplus or none, got {kind!r}"
     )
+
+
+def clients_from_config(cfg: Any) -> list[DeliveryClient]:
+    """The clients of a tracker's ``delivery`` list (``cfg``: its ObjectConfig); names unique."""
+    entries = cfg.config.get("delivery") or []
+    if isinstance(entries, str) or not hasattr(entries, "__iter__"):
+        raise cfg.error("delivery", "must be a list of clients (each with 'name' and 'type')")
+    where = f"{cfg.name!r} in {cfg.filename}, key 'delivery'"
+    clients = [client_from_config(entry, where) for entry in entries]
+    names = [c.name for c in clients]
+    if len(set(names)) != len(names):
+        raise cfg.error("delivery", f"client names must be unique, got {names}")
+    return clients

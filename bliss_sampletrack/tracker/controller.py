@@ -34,7 +34,7 @@ from bliss.common.utils import typecheck
 from bliss_sampletrack.config_node import ObjectConfig
 from bliss_sampletrack.core import Event, Sample, Source, Status
 from bliss_sampletrack.core.barcode import validate_barcode
-from bliss_sampletrack.delivery.clients import client_from_config
+from bliss_sampletrack.delivery.clients import clients_from_config
 from bliss_sampletrack.delivery.manager import DeliveryManager
 from bliss_sampletrack.delivery.outbox import RedisStreamOutbox
 from bliss_sampletrack.errors import (
@@ -70,18 +70,6 @@ KEYS = {
     "delivery",
     "deliver_in_session",
 }
-
-
-def _delivery_clients(cfg: ObjectConfig) -> list[Any]:
-    entries = cfg.config.get("delivery") or []
-    if not isinstance(entries, list | tuple) and not hasattr(entries, "__iter__"):
-        raise cfg.error("delivery", "must be a list of clients (each with 'name' and 'type')")
-    where = f"{cfg.name!r} in {cfg.filename}, key 'delivery'"
-    clients = [client_from_config(entry, where) for entry in entries]
-    names = [c.name for c in clients]
-    if len(set(names)) != len(names):
-        raise cfg.error("delivery", f"client names must be unique, got {names}")
-    return clients
 
 
 def _manifest(cfg: ObjectConfig, location: str) -> ManifestRegistry:
@@ -138,7 +126,7 @@ class SampleTracker:
         redis = get_redis_proxy()
         self.outbox = RedisStreamOutbox(redis, self.beamline)
         self.store = RedisTrackerStore(redis, name, self.outbox, cfg.get("history_size", int, 1000))
-        self.delivery = DeliveryManager(self.outbox, _delivery_clients(cfg))
+        self.delivery = DeliveryManager(self.outbox, clients_from_config(cfg))
         self.deliver_in_session = cfg.get("deliver_in_session", bool, True)
         self._lock = gevent.lock.RLock()
         self._snapshot = self._restore()

@@ -1,0 +1,150 @@
+"""``sampletrack deliver`` and ``sampletrack status`` as separate processes against the beacon."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from recorder import Recorder
+
+from bliss_sampletrack.testbed.beacon import BeaconServer
+
+pytestmark = pytest.mark.bliss
+TOKEN_ENV = "ST_TEST_TOKEN"
+TOKEN = "cli-test-token-9f8e7d"
+SAMPLETRACK = str(Path(sys.executable).parent / "sampletrack")
+
+
+@pytest.fixture
+def cli_tracker(
+    add_yaml: Callable[[str], Any], http_server: tuple[str, Recorder], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Any]:
+    from bliss.config.conductor.client import get_redis_proxy
+
+    url, _ = http_server
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    redis = get_redis_proxy()
+    for key in [*redis.scan_iter("sampletrack:cli_tracker:*"), *redis.scan_iter("sampletrack:outbox:cli00*")]:
+        redis.delete(key)
+    config = add_yaml(
+        f"""
+        - name: cli_tracker
+          plugin: bliss
+          package: bliss_sampletrack.tracker.controller
+          class: SampleTracker
+          beamline: cli00
+          tag_scans: false
+          deliver_in_session: false     # the daemon delivers
+          delivery:
+            - name: svc
+              type: rest
+              url: {url}
+              token_env: {TOKEN_ENV}
+        """
+    )
+    tracker = config.get("cli_tracker")
+    yield tracker
+    tracker.close()
+
+
+def run_cli(beacon: BeaconServer, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, TOKEN_ENV: TOKEN}
+    command = [SAMPLETRACK, *args, "--beacon", beacon.host, "--tracker", "cli_tracker"]
+    return subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+    )
+
+
+def test_deliver_drains_in_order_and_status_reports(
+    cli_tracker: Any, beacon: BeaconServer, http_server: tuple[str, Recorder]
+) -> None:
+    _, recorder = http_server
+    cli_tracker.mount(name="crystal A")
+    cli_tracker.mount(name="crystal B")
+    cli_tracker.unmount()
+    recorded = cli_tracker.outbox.peek(10)
+    assert len(recorded) == 4
+    status = run_cli(beacon, "status")
+    assert status.returncode == 0, status.stderr
+    assert "EMPTY" in status.stdout and "4 pending" in status.stdout
+    recorder.answers = [(503, {}, {"error": {"code": "down", "message": "maintenance", "fields": {}}})]
+    result = run_cli(beacon, "deliver", "--drain", "--timeout", "60")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4/4" in result.stdout and "0 pending" in result.stdout
+    assert len(recorder.requests) == 2  # the 503, then the same batch again
+    first, second = (body["events"] for _, _, body in recorder.requests)
+    assert first == second == [json.loads(e.to_json()) for e in recorded]
+    assert [(e["type"], e["sample"]["name"]) for e in second] == [
+        ("mounted", "crystal A"),
+        ("unmounted", "crystal A"),
+        ("mounted", "crystal B"),
+        ("unmounted", "crystal B"),
+    ]
+    assert all(h["Authorization"] == f"Bearer {TOKEN}" for _, h, _ in recorder.requests)
+    assert TOKEN not in result.stdout + result.stderr
+
+
+def test_dead_letters_are_shown_and_retried(
+    cli_tracker: Any, beacon: BeaconServer, http_server: tuple[str, Recorder]
+) -> None:
+    _, recorder = http_server
+    cli_tracker.mount(name="crystal C")
+    recorder.answers = [
+        (422, {}, {"error": {"code": "invalid", "message": "no", "fields": {"sample.name": "bad"}}})
+    ]
+    result = run_cli(beacon, "deliver", "--drain", "--timeout", "60")
+    assert result.returncode == 0, result.stdout + result.stderr
+    status = run_cli(beacon, "status")
+    assert "1 dead letter(s)" in status.stdout and "422" in status.stdout
+    retried = run_cli(beacon, "deliver", "--retry-dead-letters")
+    assert "svc: 1 delivered, 0 still dead" in retried.stdout
+    assert "0 dead letter(s)" in run_cli(beacon, "status").stdout
+
+
+def test_deliver_without_beacon_is_a_clear_usage_error() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "BEACON_HOST"}
+    result = subprocess.run(
+        [SAMPLETRACK, "deliver", "--drain"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2 and "give --beacon HOST:PORT" in result.stderr
+
+
+def test_the_session_delivers_in_the_background_and_shows_it(
+    add_yaml: Callable[[str], Any], http_server: tuple[str, Recorder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gevent
+
+    url, recorder = http_server
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    config = add_yaml(
+        f"""
+        - name: bg_tracker
+          plugin: bliss
+          package: bliss_sampletrack.tracker.controller
+          class: SampleTracker
+          beamline: bg00
+          tag_scans: false
+          delivery:
+            - {{name: svc, type: rest, url: "{url}", token_env: {TOKEN_ENV}}}
+            - {{name: nowhere, type: none}}
+        """
+    )
+    tracker = config.get("bg_tracker")
+    try:
+        recorder.answers = [(500, {}, {"error": {"code": "boom", "message": "", "fields": {}}})]
+        tracker.mount(name="crystal D")
+        with gevent.Timeout(15):
+            while tracker.outbox.pending("svc"):
+                gevent.sleep(0.05)
+        assert [body["sample"]["name"] for _, _, body in recorder.requests] == ["crystal D", "crystal D"]
+        info = tracker.__info__()
+        assert "svc: REST" in info and "0 pending" in info and "nowhere: no tracking service" in info
+        assert TOKEN not in info
+    finally:
+        tracker.close()
