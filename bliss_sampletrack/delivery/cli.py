@@ -14,6 +14,7 @@ import signal
 import sys
 from typing import Any
 
+from bliss_sampletrack.delivery.manager import progress_bar
 from bliss_sampletrack.errors import SampleTrackError
 
 
@@ -48,12 +49,6 @@ def _connect(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     return cfg, RedisStreamOutbox(redis, cfg.get("beamline", str)), redis
 
 
-def _progress(done: int, total: int) -> None:
-    width = 30
-    filled = int(width * done / total)
-    print(f"\rdelivering [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", flush=True)
-
-
 def deliver_main(argv: list[str] | None = None) -> int:
     parser = _parser("sampletrack deliver", "Deliver the tracker's outbox to its tracking services.")
     parser.add_argument("--drain", action="store_true", help="deliver what is pending, then exit")
@@ -86,7 +81,7 @@ def deliver_main(argv: list[str] | None = None) -> int:
 
     manager.start()
     if args.drain:
-        drained = manager.drain(args.timeout, _progress)
+        drained = manager.drain(args.timeout, progress_bar)
         print()
         manager.stop()
         for status in manager.status():

@@ -34,6 +34,13 @@ class ClientStatus:
         return f"{self.description}: {self.pending} pending{age}, {self.dead_letters} dead letter(s){error}"
 
 
+def progress_bar(done: int, total: int) -> None:
+    """A one-line text progress bar for ``drain`` (rewritten in place)."""
+    width = 30
+    filled = int(width * done / total)
+    print(f"\rdelivering [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", flush=True)
+
+
 class DeliveryManager:
     def __init__(self, outbox: RedisStreamOutbox, clients: Iterable[DeliveryClient]) -> None:
         self.outbox = outbox

@@ -35,7 +35,7 @@ from bliss_sampletrack.config_node import ObjectConfig
 from bliss_sampletrack.core import Event, Sample, Source, Status
 from bliss_sampletrack.core.barcode import validate_barcode
 from bliss_sampletrack.delivery.clients import clients_from_config
-from bliss_sampletrack.delivery.manager import DeliveryManager
+from bliss_sampletrack.delivery.manager import DeliveryManager, progress_bar
 from bliss_sampletrack.delivery.outbox import RedisStreamOutbox
 from bliss_sampletrack.errors import (
     MountRefusedError,
@@ -84,12 +84,6 @@ def _manifest(cfg: ObjectConfig, location: str) -> ManifestRegistry:
     except RuntimeError as exc:
         raise cfg.error("manifest", f"names {location!r}, which beacon cannot serve: {exc}") from None
     return ManifestRegistry(f"beacon:{location}", text=text)
-
-
-def _progress_bar(done: int, total: int) -> None:
-    width = 30
-    filled = int(width * done / total)
-    print(f"\rdelivering [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", flush=True)
 
 
 class SampleTracker:
@@ -263,7 +257,7 @@ class SampleTracker:
                 f"tracker {self.name!r} does not deliver in this session (deliver_in_session: false); "
                 "run 'sampletrack deliver' instead"
             )
-        done = self.delivery.drain(timeout, _progress_bar)
+        done = self.delivery.drain(timeout, progress_bar)
         print()
         if not done:
             self.delivery_status()
