@@ -166,15 +166,21 @@ def _sleep(seconds: float) -> None:
         gevent.sleep(seconds)
 
 
-def start_beacon(folder: Path, config_tree: Path | None = None) -> BeaconServer:
-    """Start ``beacon-server`` in ``folder`` (created) and wait until it and its Redis answer."""
+def start_beacon(folder: Path, config_tree: Path | None = None, base_port: int | None = None) -> BeaconServer:
+    """Start ``beacon-server`` in ``folder`` (created) and wait until it and its Redis answer.
+
+    Ports: four free loopback ports, or ``base_port`` .. ``base_port + 3`` (beacon, Redis, data
+    Redis, web) when given, for a demo whose addresses must be known in advance."""
     folder.mkdir(parents=True, exist_ok=True)
     db_path = copy_config_tree(folder / "db", config_tree)
     prefix = make_redis_prefix(folder / "redis-prefix")
     conf, data_conf = _bliss_redis_confs()
     redis_conf = _loopback_redis_conf(conf, folder / "redis.conf")
     redis_data_conf = _loopback_redis_conf(data_conf, folder / "redis_data.conf")
-    port, redis_port, redis_data_port, homepage_port = (free_port() for _ in range(4))
+    if base_port is None:
+        port, redis_port, redis_data_port, homepage_port = (free_port() for _ in range(4))
+    else:
+        port, redis_port, redis_data_port, homepage_port = range(base_port, base_port + 4)
 
     env = dict(os.environ)
     env["CONDA_PREFIX"] = str(prefix)
@@ -219,9 +225,11 @@ def start_beacon(folder: Path, config_tree: Path | None = None) -> BeaconServer:
 
 
 @contextmanager
-def running_beacon(folder: Path, config_tree: Path | None = None) -> Iterator[BeaconServer]:
+def running_beacon(
+    folder: Path, config_tree: Path | None = None, base_port: int | None = None
+) -> Iterator[BeaconServer]:
     """Context manager: a beacon server for the duration of the block."""
-    server = start_beacon(folder, config_tree)
+    server = start_beacon(folder, config_tree, base_port)
     try:
         yield server
     finally:
