@@ -1,0 +1,340 @@
+"""Cross-checks: what to record on the tracker for one changer event. Pure logic, no I/O.
+
+:func:`decide` takes a :class:`~bliss_sampletrack.changers.protocol.ChangerEvent` and what the link
+knows besides it (:class:`Bookkeeping`: the tracker's state, manual mode) and returns a
+:class:`Decision`: mount, unmount, UNKNOWN, CONFLICT or nothing, with the status and message,
+plus the robot-action record. :class:`~bliss_sampletrack.changers.link.ChangerLink` carries it out.
+
+What disagrees, and what it gives:
+
+- **barcode**: a reader read a code other than the one the changer's contents give for that
+  address -> the mount is recorded with status ERROR (tracker CONFLICT), the message naming both
+  codes. The sample recorded is the changer's (its address is certain; which label is right is
+  for a person to decide).
+- **address**: the changer reports another position mounted than the one requested -> ERROR.
+- **presence during an action**: a load reported done with no pin detected -> ERROR mount; an
+  unload reported done with a pin still detected -> the unmount, then CONFLICT.
+- **presence outside any action** (a sensor flap): a pin appears while the changer has nothing
+  mounted and no manual mount was announced -> CONFLICT; the pin disappears while a sample is
+  recorded mounted -> CONFLICT (a contract event needs a mount or unmount; a flap is neither).
+- **failures**: a failed load -> ERROR mount (tracker CONFLICT: the pin may be anywhere); a failed
+  unload -> CONFLICT (the pin may still be on the goniometer).
+
+Samples with neither barcode nor name: a ``Sample`` needs one of them, and an address is no
+identity (the same ``3:05`` holds a different pin in the next shipment), so a pin that nothing
+names is never recorded under an invented name. The tracker goes UNKNOWN instead, the reason
+naming the changer and address and saying how to identify the pin; the robot action is still
+recorded (with its address and no barcode).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from bliss_sampletrack.changers.protocol import ChangerEvent, ChangerEventKind, parse_address
+from bliss_sampletrack.changers.robot_actions import ActionType
+from bliss_sampletrack.core import Source, Status
+from bliss_sampletrack.tracker.state import TrackerState
+
+
+class Record(StrEnum):
+    """What the link does on the tracker."""
+
+    MOUNT = "mount"  # record_mount(sample, status, message)
+    UNMOUNT = "unmount"  # record_unmount (then set_conflict(conflict_after) if set)
+    UNKNOWN = "unknown"  # set_unknown(message)
+    CONFLICT = "conflict"  # set_conflict(message)
+    NOTHING = "nothing"
+
+
+@dataclass(frozen=True, slots=True)
+class Bookkeeping:
+    """What the link knows besides the event."""
+
+    tracker: str  # the tracker's name, for messages that say what to type
+    link: str  # the link's name, likewise
+    state: TrackerState
+    sample_label: str | None = None  # the tracker's sample (mounted, or last known)
+    source: Source | None = None
+    manual: bool = False  # a manual mount was recorded and not yet unmounted
+    check_presence: bool = True
+    reader: str | None = None  # the name of the reader that filled ``event.read``, for messages
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    record: Record
+    status: Status = Status.SUCCESS
+    message: str = ""
+    barcode: str | None = None  # the identity to record (resolved through the tracker's registry)
+    name: str | None = None
+    address: str | None = None
+    conflict_after: str = ""  # UNMOUNT only: then CONFLICT with this reason
+    action: ActionType | None = None  # the robot action to record, if any
+    action_status: Status = Status.SUCCESS
+    action_message: str = ""
+
+
+def decide(event: ChangerEvent, book: Bookkeeping) -> Decision:
+    """What to record for ``event`` (see the module's table)."""
+    kind = event.kind
+    if kind is ChangerEventKind.LOADED:
+        return _loaded(event, book)
+    if kind is ChangerEventKind.LOAD_FAILED:
+        return _load_failed(event)
+    if kind is ChangerEventKind.UNLOADED:
+        return _unloaded(event, book)
+    if kind is ChangerEventKind.UNLOAD_FAILED:
+        message = (
+            f"unload of {event.pin} by changer {event.changer!r} failed: {event.message or 'no reason given'}"
+            f"{_sensor(event)}; the pin may still be on the goniometer"
+        )
+        return Decision(
+            Record.CONFLICT,
+            Status.ERROR,
+            message,
+            address=event.address,
+            action=ActionType.UNLOAD,
+            action_status=Status.ERROR,
+            action_message=message,
+        )
+    if kind is ChangerEventKind.PRESENCE:
+        return _presence(event, book)
+    if kind is ChangerEventKind.OFFLINE:
+        if book.state is TrackerState.MOUNTED and book.source is Source.SAMPLE_CHANGER:
+            return Decision(
+                Record.UNKNOWN,
+                message=f"changer {event.changer!r} went offline while {book.sample_label} was mounted: "
+                f"{event.message}",
+            )
+    return Decision(Record.NOTHING)
+
+
+def identity(event: ChangerEvent) -> tuple[str | None, str | None]:
+    """(barcode, name) to record: the changer's barcode, else the one read, and its name."""
+    return event.barcode or event.read, event.name
+
+
+def requested_problem(event: ChangerEvent) -> str | None:
+    """The changer mounted something other than what was asked for, or None."""
+    asked = event.requested
+    if asked is None or event.address is None or asked == event.address:
+        return None
+    asked_address = parse_address(asked)
+    if asked_address is not None:
+        if asked_address == parse_address(event.address):  # 3:5 and 3:05
+            return None
+        return f"{asked} was requested but changer {event.changer!r} reports {event.address} mounted"
+    if event.barcode is not None and event.barcode != asked:  # a barcode was requested
+        return (
+            f"barcode {asked} was requested but changer {event.changer!r} mounted "
+            f"{event.address} ({event.barcode})"
+        )
+    return None
+
+
+def barcode_problem(event: ChangerEvent, reader: str | None) -> str | None:
+    """The code read disagrees with the changer's barcode for the address, or None."""
+    if event.read is None or event.barcode is None or event.read == event.barcode:
+        return None
+    who = f"reader {reader!r}" if reader else "the reader"
+    return (
+        f"barcode mismatch at {event.address} of changer {event.changer!r}: {who} read "
+        f"{event.read} but the changer expects {event.barcode}"
+    )
+
+
+def load_presence_problem(event: ChangerEvent, check_presence: bool) -> str | None:
+    if not check_presence or event.present is not False:
+        return None
+    return (
+        f"changer {event.changer!r} reports {event.pin} mounted but its presence sensor detects "
+        "no pin on the goniometer"
+    )
+
+
+def _sensor(event: ChangerEvent) -> str:
+    if event.present is None:
+        return ""
+    return "; the presence sensor detects " + ("a pin" if event.present else "no pin")
+
+
+def _loaded(event: ChangerEvent, book: Bookkeeping) -> Decision:
+    problems = [
+        p
+        for p in (
+            requested_problem(event),
+            barcode_problem(event, book.reader),
+            load_presence_problem(event, book.check_presence),
+        )
+        if p
+    ]
+    barcode, name = identity(event)
+    notes = [f"reader: {event.read_error}"] if event.read_error else []
+    if barcode is None and name is None:
+        unnamed = (
+            f"changer {event.changer!r} mounted {event.address}, a pin with no barcode or name in its "
+            "contents" + (f" and no code read ({event.read_error})" if event.read_error else "")
+        )
+        if problems:
+            message = "; ".join([*problems, unnamed])
+            return Decision(
+                Record.CONFLICT,
+                Status.ERROR,
+                message,
+                address=event.address,
+                action=ActionType.LOAD,
+                action_status=Status.ERROR,
+                action_message=message,
+            )
+        message = (
+            f"{unnamed}: identify it with {book.tracker}.read_barcode() or {book.tracker}.mount('BARCODE')"
+        )
+        return Decision(
+            Record.UNKNOWN,
+            message=message,
+            address=event.address,
+            action=ActionType.LOAD,
+            action_message=unnamed,
+        )
+    status = Status.ERROR if problems else Status.SUCCESS
+    message = "; ".join(problems)
+    return Decision(
+        Record.MOUNT,
+        status,
+        message,
+        barcode=barcode,
+        name=name,
+        address=event.address,
+        action=ActionType.LOAD,
+        action_status=status,
+        action_message="; ".join([*problems, *notes]),
+    )
+
+
+def _load_failed(event: ChangerEvent) -> Decision:
+    barcode, name = identity(event)
+    message = (
+        f"load of {event.pin} by changer {event.changer!r} failed: {event.message or 'no reason given'}"
+        f"{_sensor(event)}"
+    )
+    status = Status.ERROR
+    if barcode is None and name is None:
+        return Decision(
+            Record.CONFLICT,
+            status,
+            message,
+            address=event.address,
+            action=ActionType.LOAD,
+            action_status=status,
+            action_message=message,
+        )
+    return Decision(
+        Record.MOUNT,
+        status,
+        message,
+        barcode=barcode,
+        name=name,
+        address=event.address,
+        action=ActionType.LOAD,
+        action_status=status,
+        action_message=message,
+    )
+
+
+def _unloaded(event: ChangerEvent, book: Bookkeeping) -> Decision:
+    leftover = ""
+    if book.check_presence and event.present is True:
+        leftover = (
+            f"changer {event.changer!r} reports {event.pin} unmounted but its presence sensor still "
+            "detects a pin on the goniometer"
+        )
+    return Decision(
+        Record.UNMOUNT,
+        address=event.address,
+        barcode=event.barcode,
+        name=event.name,
+        conflict_after=leftover,
+        action=ActionType.UNLOAD,
+        action_status=Status.ERROR if leftover else Status.SUCCESS,
+        action_message=leftover,
+    )
+
+
+def _presence(event: ChangerEvent, book: Bookkeeping) -> Decision:
+    if not book.check_presence or event.present is None:
+        return Decision(Record.NOTHING)
+    if event.present:
+        if book.manual or event.address is not None:
+            return Decision(Record.NOTHING)  # announced by hand, or the changer's own pin
+        return Decision(
+            Record.CONFLICT,
+            message=(
+                f"the presence sensor of changer {event.changer!r} detects a pin on the goniometer that "
+                f"nobody mounted (the changer reports nothing mounted); if it was mounted by hand, "
+                f"record it with {book.link}.manual_mount('BARCODE')"
+            ),
+        )
+    if book.state is TrackerState.MOUNTED:
+        return Decision(
+            Record.CONFLICT,
+            message=(
+                f"the presence sensor of changer {event.changer!r} no longer detects a pin, but "
+                f"{book.sample_label} is recorded mounted (by {book.source}); if it was removed by "
+                f"hand, record it with {book.link}.manual_unmount()"
+            ),
+        )
+    return Decision(Record.NOTHING)
+
+
+def reconcile(
+    mounted_address: str | None,
+    barcode: str | None,
+    name: str | None,
+    present: bool | None,
+    book: Bookkeeping,
+    *,
+    changer: str,
+    same_sample: bool,
+) -> Decision:
+    """When a link starts (or on ``link.check()``): the changer's view against the tracker's.
+
+    ``same_sample``: the tracker's sample is the changer's mounted pin (same barcode or name).
+    A tracker that knows nothing (UNKNOWN) learns the changer's pin; any other disagreement is a
+    CONFLICT saying both sides. A tracker already in CONFLICT is left as it is.
+    """
+    if book.state is TrackerState.CONFLICT:
+        return Decision(Record.NOTHING)
+    tracker_side = f"tracker {book.tracker!r} is {book.state}" + (
+        f" with {book.sample_label} (by {book.source})" if book.state is TrackerState.MOUNTED else ""
+    )
+    if mounted_address is None:
+        if book.state is TrackerState.MOUNTED and book.source is Source.SAMPLE_CHANGER:
+            return Decision(
+                Record.CONFLICT, message=f"changer {changer!r} reports nothing mounted but {tracker_side}"
+            )
+        if book.check_presence and present is True and not book.manual:
+            return Decision(
+                Record.CONFLICT,
+                message=f"the presence sensor of changer {changer!r} detects a pin that nobody mounted "
+                f"({tracker_side}, the changer reports nothing mounted)",
+            )
+        return Decision(Record.NOTHING)
+    pin = f"{mounted_address} ({barcode or name})" if barcode or name else mounted_address
+    if book.check_presence and present is False:
+        return Decision(
+            Record.CONFLICT,
+            message=f"changer {changer!r} reports {pin} mounted but its presence sensor detects no pin",
+        )
+    if book.state is TrackerState.MOUNTED and same_sample:
+        return Decision(Record.NOTHING)
+    if book.state is TrackerState.UNKNOWN:
+        if barcode is None and name is None:
+            return Decision(
+                Record.UNKNOWN,
+                message=f"changer {changer!r} has {mounted_address} mounted, a pin with no barcode or "
+                f"name: identify it with {book.tracker}.read_barcode() or {book.tracker}.mount('BARCODE')",
+            )
+        return Decision(Record.MOUNT, barcode=barcode, name=name, address=mounted_address)
+    return Decision(Record.CONFLICT, message=f"changer {changer!r} reports {pin} mounted but {tracker_side}")

@@ -1,0 +1,864 @@
+"""Sample changers without beacon: cross-checks, contents, records, the simulated changer, the
+generic adapter and the macro helpers against an in-memory tracker (the real state machine)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import fakeredis
+import gevent
+import pytest
+
+from bliss_sampletrack.changers.crosscheck import Bookkeeping, Record, decide, reconcile
+from bliss_sampletrack.changers.errors import (
+    ChangerBusyError,
+    ChangerError,
+    ChangerTimeout,
+    MountFailedError,
+)
+from bliss_sampletrack.changers.generic import (
+    BlissObjectChanger,
+    normalise_address,
+    normalise_barcode,
+    normalise_contents,
+    normalise_presence,
+)
+from bliss_sampletrack.changers.link import ChangerLink, link_changer
+from bliss_sampletrack.changers.macros import mounting, tracked_mount, tracked_unmount, unmounting
+from bliss_sampletrack.changers.protocol import (
+    ChangerEvent,
+    ChangerEventKind,
+    SampleChanger,
+    format_address,
+    parse_address,
+    split_address,
+)
+from bliss_sampletrack.changers.recording import TrackerSeam
+from bliss_sampletrack.changers.robot_actions import ActionType, RobotAction, RobotActionLog, robot_actions
+from bliss_sampletrack.changers.simulated import SimulatedChanger, parse_contents
+from bliss_sampletrack.core import Event, EventType, Sample, Source, Status
+from bliss_sampletrack.core.barcode import validate_barcode
+from bliss_sampletrack.errors import ConfigurationError, MountRefusedError, SampleTrackError
+from bliss_sampletrack.tracker import state as machine
+from bliss_sampletrack.tracker.state import EventContext, Snapshot, TrackerState
+
+CTX = EventContext("id00", "test")
+T0 = datetime(2026, 11, 24, 18, 0, tzinfo=UTC)
+REGISTRY = {
+    "LYS-0001": Sample(barcode="LYS-0001", name="lysozyme_1"),
+    "LYS-0002": Sample(barcode="LYS-0002", name="lysozyme_2"),
+    "THA-0003": Sample(barcode="THA-0003", name="thaumatin_3"),
+}
+
+
+@dataclass
+class FakeTracker:
+    """The tracker seam in memory: the real state machine, fakeredis for the robot actions."""
+
+    name: str = "tracker"
+    unknown_barcode: str = "accept"
+    events: list[Event] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.store = SimpleNamespace(redis=fakeredis.FakeRedis(), prefix=f"sampletrack:{self.name}")
+        self._snapshot = Snapshot.initial()
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    @property
+    def state(self) -> TrackerState:
+        return self._snapshot.state
+
+    @property
+    def sample(self) -> Sample | None:
+        return self._snapshot.sample if self.state is TrackerState.MOUNTED else None
+
+    def resolve(self, barcode: str) -> Sample:
+        code = validate_barcode(barcode)
+        if code in REGISTRY:
+            return REGISTRY[code]
+        if self.unknown_barcode == "refuse":
+            raise MountRefusedError(f"barcode {code!r} is in no sample registry")
+        return Sample(barcode=code)
+
+    def _apply(self, change: machine.Change) -> list[Event]:
+        self._snapshot = change.snapshot
+        self.events.extend(change.events)
+        return change.events
+
+    def record_mount(
+        self,
+        sample: Sample,
+        source: Source,
+        *,
+        at: datetime | None = None,
+        status: Status = Status.SUCCESS,
+        message: str = "",
+    ) -> list[Event]:
+        return self._apply(
+            machine.mount(self._snapshot, sample, source, CTX, at=at, status=status, message=message)
+        )
+
+    def record_unmount(self, source: Source, *, at: datetime | None = None) -> list[Event]:
+        return self._apply(machine.unmount(self._snapshot, source, CTX, at=at))
+
+    def set_unknown(self, reason: str) -> None:
+        self._apply(machine.degrade(self._snapshot, TrackerState.UNKNOWN, reason))
+
+    def set_conflict(self, reason: str) -> None:
+        self._apply(machine.degrade(self._snapshot, TrackerState.CONFLICT, reason))
+
+
+def summary(events: list[Event]) -> list[tuple[str, str | None, str]]:
+    return [(str(e.type), e.sample.barcode, str(e.status)) for e in events]
+
+
+def book(state: TrackerState = TrackerState.EMPTY, **values: Any) -> Bookkeeping:
+    return Bookkeeping(tracker="tracker", link="sc_link", state=state, **values)
+
+
+def event(kind: ChangerEventKind, **values: Any) -> ChangerEvent:
+    values.setdefault("address", "1:01")
+    return ChangerEvent(kind, "sc", T0, **values)
+
+
+# -- the protocol's helpers -----------------------------------------------------------------------
+def test_addresses() -> None:
+    assert parse_address("3:05") == (3, 5) and parse_address(" 3 : 5 ") == (3, 5)
+    assert parse_address("LYS-0001") is None and parse_address("3:") is None
+    assert format_address(3, 5) == "3:05" and format_address(12, 16) == "12:16"
+    assert split_address("3:05") == ("3", "5") and split_address("A1") == (None, None)
+
+
+def test_event_pin_label() -> None:
+    assert event(ChangerEventKind.LOADED, barcode="LYS-0001").pin == "1:01 (LYS-0001)"
+    assert event(ChangerEventKind.LOADED).pin == "1:01"
+    assert event(ChangerEventKind.LOADED, address=None).pin == "an unknown position"
+
+
+# -- cross-checks ------------------------------------------------------------------------------------
+def test_a_consistent_load_is_a_mount() -> None:
+    d = decide(event(ChangerEventKind.LOADED, barcode="LYS-0001", read="LYS-0001", present=True), book())
+    assert (d.record, d.status, d.barcode, d.address, d.action) == (
+        Record.MOUNT,
+        Status.SUCCESS,
+        "LYS-0001",
+        "1:01",
+        ActionType.LOAD,
+    )
+
+
+def test_a_barcode_mismatch_is_an_error_mount_naming_both_codes() -> None:
+    d = decide(
+        event(ChangerEventKind.LOADED, barcode="LYS-0001", read="THA-0003", present=True),
+        book(reader="bcr"),
+    )
+    assert (d.record, d.status, d.barcode) == (Record.MOUNT, Status.ERROR, "LYS-0001")
+    assert "reader 'bcr' read THA-0003 but the changer expects LYS-0001" in d.message
+    assert d.action_status is Status.ERROR and d.action_message == d.message
+
+
+def test_a_load_with_no_pin_detected_is_an_error_mount() -> None:
+    d = decide(event(ChangerEventKind.LOADED, barcode="LYS-0001", present=False), book())
+    assert d.status is Status.ERROR and "presence sensor detects no pin" in d.message
+    unchecked = decide(
+        event(ChangerEventKind.LOADED, barcode="LYS-0001", present=False), book(check_presence=False)
+    )
+    assert unchecked.status is Status.SUCCESS
+
+
+def test_a_load_of_another_position_than_requested_is_an_error() -> None:
+    same = decide(event(ChangerEventKind.LOADED, barcode="X-1", requested="1:1"), book())
+    assert same.status is Status.SUCCESS  # 1:1 is 1:01
+    other = decide(event(ChangerEventKind.LOADED, barcode="X-1", requested="1:02"), book())
+    assert other.status is Status.ERROR and "1:02 was requested" in other.message
+    by_code = decide(event(ChangerEventKind.LOADED, barcode="X-1", requested="X-2"), book())
+    assert by_code.status is Status.ERROR and "barcode X-2 was requested" in by_code.message
+
+
+def test_the_code_read_identifies_a_pin_the_changer_has_no_barcode_for() -> None:
+    d = decide(event(ChangerEventKind.LOADED, read="LYS-0002"), book())
+    assert (d.record, d.status, d.barcode) == (Record.MOUNT, Status.SUCCESS, "LYS-0002")
+    named = decide(event(ChangerEventKind.LOADED, name="crystal_7"), book())
+    assert (named.record, named.barcode, named.name) == (Record.MOUNT, None, "crystal_7")
+
+
+def test_a_pin_with_neither_barcode_nor_name_makes_the_tracker_unknown_not_a_placeholder() -> None:
+    d = decide(event(ChangerEventKind.LOADED, read_error="no-read ('ERROR')", present=True), book())
+    assert d.record is Record.UNKNOWN and d.barcode is None and d.name is None
+    assert "1:01, a pin with no barcode or name" in d.message and "tracker.read_barcode()" in d.message
+    assert d.action is ActionType.LOAD and d.action_status is Status.SUCCESS
+    worse = decide(event(ChangerEventKind.LOADED, present=False), book())
+    assert worse.record is Record.CONFLICT and "detects no pin" in worse.message
+
+
+def test_failed_loads() -> None:
+    d = decide(
+        event(ChangerEventKind.LOAD_FAILED, barcode="LYS-0001", present=False, message="dropped"), book()
+    )
+    assert (d.record, d.status) == (Record.MOUNT, Status.ERROR)
+    assert "load of 1:01 (LYS-0001) by changer 'sc' failed: dropped; the presence sensor detects no pin" in (
+        d.message
+    )
+    unnamed = decide(event(ChangerEventKind.LOAD_FAILED, message="timeout"), book())
+    assert unnamed.record is Record.CONFLICT and unnamed.action_status is Status.ERROR
+
+
+def test_unloads() -> None:
+    d = decide(
+        event(ChangerEventKind.UNLOADED, barcode="LYS-0001", present=False), book(TrackerState.MOUNTED)
+    )
+    assert (d.record, d.conflict_after, d.action_status) == (Record.UNMOUNT, "", Status.SUCCESS)
+    stays = decide(event(ChangerEventKind.UNLOADED, barcode="LYS-0001", present=True), book())
+    assert stays.record is Record.UNMOUNT and "still detects a pin" in stays.conflict_after
+    assert stays.action_status is Status.ERROR
+    failed = decide(event(ChangerEventKind.UNLOAD_FAILED, message="gripper fault"), book())
+    assert failed.record is Record.CONFLICT and "may still be on the goniometer" in failed.message
+
+
+def test_presence_flaps() -> None:
+    nobody = decide(event(ChangerEventKind.PRESENCE, address=None, present=True), book())
+    assert nobody.record is Record.CONFLICT and "nobody mounted" in nobody.message
+    assert "sc_link.manual_mount('BARCODE')" in nobody.message
+    manual = book(TrackerState.MOUNTED, source=Source.MANUAL, manual=True)
+    assert (
+        decide(event(ChangerEventKind.PRESENCE, address=None, present=True), manual).record is Record.NOTHING
+    )
+    own = decide(event(ChangerEventKind.PRESENCE, present=True), book())
+    assert own.record is Record.NOTHING  # the changer's own pin
+    gone = decide(
+        event(ChangerEventKind.PRESENCE, present=False),
+        book(TrackerState.MOUNTED, sample_label="lysozyme_1 (LYS-0001)", source=Source.SAMPLE_CHANGER),
+    )
+    assert gone.record is Record.CONFLICT and "no longer detects a pin, but lysozyme_1" in gone.message
+    assert decide(event(ChangerEventKind.PRESENCE, present=False), book()).record is Record.NOTHING
+    off = book(check_presence=False)
+    assert decide(event(ChangerEventKind.PRESENCE, address=None, present=True), off).record is Record.NOTHING
+
+
+def test_offline_changer_makes_its_sample_unknown() -> None:
+    mounted = book(TrackerState.MOUNTED, sample_label="A", source=Source.SAMPLE_CHANGER)
+    d = decide(event(ChangerEventKind.OFFLINE, message="Tango timeout"), mounted)
+    assert d.record is Record.UNKNOWN and "went offline while A was mounted: Tango timeout" in d.message
+    by_hand = book(TrackerState.MOUNTED, sample_label="A", source=Source.MANUAL)
+    assert decide(event(ChangerEventKind.OFFLINE), by_hand).record is Record.NOTHING
+
+
+def test_reconcile_at_link_start() -> None:
+    def rec(address: str | None, state: TrackerState, **kw: Any) -> Record:
+        b = book(
+            state, sample_label="A", source=kw.pop("source", Source.SAMPLE_CHANGER), **kw.pop("book", {})
+        )
+        return reconcile(
+            address, kw.pop("barcode", "LYS-0001"), None, kw.pop("present", None), b, **kw
+        ).record
+
+    assert rec("1:01", TrackerState.UNKNOWN, changer="sc", same_sample=False) is Record.MOUNT
+    assert rec("1:01", TrackerState.MOUNTED, changer="sc", same_sample=True) is Record.NOTHING
+    assert rec("1:01", TrackerState.MOUNTED, changer="sc", same_sample=False) is Record.CONFLICT
+    assert rec("1:01", TrackerState.EMPTY, changer="sc", same_sample=False) is Record.CONFLICT
+    assert rec(None, TrackerState.MOUNTED, changer="sc", same_sample=False) is Record.CONFLICT
+    assert rec(None, TrackerState.EMPTY, changer="sc", same_sample=False) is Record.NOTHING
+    assert rec(None, TrackerState.EMPTY, changer="sc", same_sample=False, present=True) is Record.CONFLICT
+    assert rec("1:01", TrackerState.CONFLICT, changer="sc", same_sample=False) is Record.NOTHING
+    assert rec("1:01", TrackerState.UNKNOWN, barcode=None, changer="sc", same_sample=False) is Record.UNKNOWN
+
+
+# -- contents ----------------------------------------------------------------------------------------
+def test_contents_forms() -> None:
+    pins = parse_contents(
+        {"2:5": "B-1", "1:01": {"barcode": "A-1", "name": "a"}, 3: {16: None}, "1:02": None}, 3, 16
+    )
+    assert list(pins) == ["1:01", "1:02", "2:05", "3:16"]
+    assert (pins["1:01"].barcode, pins["1:01"].name, pins["1:01"].label) == ("A-1", "a", "A-1")
+    assert pins["3:16"].barcode is None
+
+
+@pytest.mark.parametrize(
+    ("contents", "message"),
+    [
+        ({61: "A-1"}, "quote addresses"),
+        ({"4:01": "A-1"}, "outside the changer's 3 puck"),
+        ({"1:17": "A-1"}, "outside"),
+        ({"A1": "A-1"}, "not an address"),
+        ({"1:01": "A-1", "1:1": "B-1"}, "twice"),
+        ({"1:01": "A-1", "1:02": "A-1"}, "more than one address"),
+        ({"1:01": "NOREAD"}, "no-read"),
+        ({"1:01": {"barcode": "A-1", "puck": 1}}, "unknown field"),
+        ({"1:01": 42}, "must be text"),
+        (["A-1"], "must be a mapping"),
+    ],
+)
+def test_contents_errors(contents: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_contents(contents, 3, 16)
+
+
+def test_changer_config_errors_name_the_key() -> None:
+    with pytest.raises(ConfigurationError, match="'sc' in <not from a YAML file>: key 'contents'.*quote"):
+        SimulatedChanger("sc", {"contents": {61: "A-1"}})
+    with pytest.raises(ConfigurationError, match="key 'speed' is not a known key"):
+        SimulatedChanger("sc", {"speed": 3})
+    with pytest.raises(ConfigurationError, match="key 'reader' must reference a simulated reader"):
+        SimulatedChanger("sc", {"reader": object()})
+    with pytest.raises(ConfigurationError, match="key 'pucks' must be between 1 and 99"):
+        SimulatedChanger("sc", {"pucks": 0})
+
+
+# -- robot-action records ------------------------------------------------------------------------------
+def test_robot_action_round_trip_and_ispyb_columns() -> None:
+    action = RobotAction(
+        ActionType.LOAD, T0, T0 + timedelta(seconds=42), Status.ERROR, "dropped", "LYS-0001", "3:05", "sc"
+    )
+    assert RobotAction.from_dict(action.to_dict()) == action and action.duration == 42
+    ispyb = action.to_ispyb()
+    assert (ispyb["actionType"], ispyb["status"], ispyb["dewarLocation"], ispyb["containerLocation"]) == (
+        "LOAD",
+        "ERROR",
+        "3",
+        "5",
+    )
+    assert ispyb["sampleBarcode"] == "LYS-0001" and ispyb["startTimestamp"].startswith("2026-11-24T18:00:00")
+    assert "LOAD   ERROR" in action.line()
+
+
+def test_robot_action_log_is_bounded_newest_first() -> None:
+    tracker = FakeTracker()
+    log = RobotActionLog.for_tracker(tracker, size=3)
+    assert log.key == "sampletrack:tracker:robot_actions"
+    for i in range(5):
+        log.record(RobotAction(ActionType.LOAD, T0, T0, Status.SUCCESS, barcode=f"S-{i}"))
+    assert [a.barcode for a in log.last(10)] == ["S-4", "S-3", "S-2"]
+    assert [a.barcode for a in robot_actions(tracker, 2)] == ["S-4", "S-3"]
+    tracker.store.redis.lpush(log.key, "not json")
+    assert [a.barcode for a in log.last(2)] == ["S-4"]  # an unreadable record hides no other
+    with pytest.raises(SampleTrackError, match="not a SampleTracker"):
+        robot_actions(object(), 1)  # type: ignore[arg-type]
+
+
+# -- the simulated changer and the link, against the in-memory tracker --------------------------------
+CONTENTS = {
+    "1:01": "LYS-0001",
+    "1:02": "LYS-0002",
+    "2:01": "THA-0003",
+    "3:07": None,
+    "3:08": {"name": "xtal_8"},
+}
+
+
+@pytest.fixture
+def sc() -> SimulatedChanger:
+    return SimulatedChanger("sc", {"contents": CONTENTS, "load_time": 0.0, "unload_time": 0.0})
+
+
+@pytest.fixture
+def fake() -> FakeTracker:
+    return FakeTracker()
+
+
+@pytest.fixture
+def link(fake: FakeTracker, sc: SimulatedChanger) -> Any:
+    link = link_changer(fake, sc)
+    yield link
+    link.close()
+
+
+def test_protocols_are_satisfied(sc: SimulatedChanger, fake: FakeTracker) -> None:
+    assert isinstance(sc, SampleChanger) and isinstance(fake, TrackerSeam)
+
+
+def test_chained_loads_record_the_unmount_first(fake: FakeTracker, sc: SimulatedChanger, link: Any) -> None:
+    kinds: list[str] = []
+    sc.subscribe(lambda e: kinds.append(str(e.kind)))
+    sc.mount("1:01")
+    assert sc.mount("LYS-0001").address == "1:01"  # already there: nothing moves
+    sc.mount("THA-0003")
+    sc.unmount()
+    sc.unmount()  # nothing mounted: no change
+    assert kinds == ["load_started", "loaded", "unload_started", "unloaded", "load_started", "loaded"] + [
+        "unload_started",
+        "unloaded",
+    ]
+    assert summary(fake.events) == [
+        ("mounted", "LYS-0001", "SUCCESS"),
+        ("unmounted", "LYS-0001", "SUCCESS"),
+        ("mounted", "THA-0003", "SUCCESS"),
+        ("unmounted", "THA-0003", "SUCCESS"),
+    ]
+    assert fake.events[2].sample.changer_to_contract() == {"name": "sc", "position": "2:01"}
+    assert fake.events[2].sample.name == "thaumatin_3"  # from the registry
+    actions = link.robot_actions(10)
+    assert [(a.action_type, a.address, a.status) for a in reversed(actions)] == [
+        (ActionType.LOAD, "1:01", Status.SUCCESS),
+        (ActionType.UNLOAD, "1:01", Status.SUCCESS),
+        (ActionType.LOAD, "2:01", Status.SUCCESS),
+        (ActionType.UNLOAD, "2:01", Status.SUCCESS),
+    ]
+    assert all(a.start <= a.end and a.changer == "sc" for a in actions)
+
+
+def test_shell_arguments_are_typechecked(sc: SimulatedChanger) -> None:
+    assert sc.mount("1:01", timeout=30).address == "1:01"  # an int is a number of seconds too
+    with pytest.raises(TypeError):
+        sc.mount(101)  # type: ignore[arg-type]
+
+
+def test_refusals_before_moving_record_nothing(fake: FakeTracker, sc: SimulatedChanger, link: Any) -> None:
+    for target, message in (
+        ("1:03", "no pin at 1:03"),
+        ("4:01", "no position '4:01'"),
+        ("NOPE-1", "no pin with barcode 'NOPE-1'"),
+    ):
+        with pytest.raises(ChangerError, match=message):
+            sc.mount(target)
+    with pytest.raises(ChangerError, match="unknown failure 'melted'"):
+        sc.fail_next("melted")
+    with pytest.raises(ChangerError, match="applies to unload, not 'load'"):
+        sc.fail_next("pin_stays", "load")
+    assert fake.events == [] and link.robot_actions() == []
+
+
+def test_dropped_pin_fault_and_recovery(fake: FakeTracker, sc: SimulatedChanger, link: Any) -> None:
+    sc.mount("1:01")
+    sc.fail_next("dropped_pin")
+    with pytest.raises(MountFailedError, match="load of 1:02 failed: the pin was dropped midway.*recover"):
+        sc.mount("1:02")
+    assert sc.mounted is None and sc.sample_present is False and sc.lost[0][0] == "1:02"
+    assert fake.state is TrackerState.CONFLICT and fake.sample is None
+    assert summary(fake.events)[-2:] == [
+        ("unmounted", "LYS-0001", "SUCCESS"),
+        ("mounted", "LYS-0002", "ERROR"),
+    ]
+    with pytest.raises(ChangerError, match="in fault.*recover"):
+        sc.mount("2:01")
+    sc.recover()
+    sc.mount("2:01")
+    assert fake.state is TrackerState.MOUNTED
+    assert summary(fake.events)[-2:] == [
+        ("unmounted", "LYS-0002", "ERROR"),
+        ("mounted", "THA-0003", "SUCCESS"),
+    ]
+    assert "1:02" not in {p.address for p in sc.contents()}  # the dropped pin stays lost
+
+
+def test_timeout_and_unload_failures(fake: FakeTracker, sc: SimulatedChanger, link: Any) -> None:
+    sc.fail_next("timeout")
+    with gevent.Timeout(5):
+        with pytest.raises(ChangerTimeout, match="load of 1:01 failed: timed out after 0.05 s"):
+            sc.mount("1:01", timeout=0.05)
+    assert fake.state is TrackerState.CONFLICT
+    sc.recover()
+    assert "1:01" in {p.address for p in sc.contents()}  # the gripper's pin went back
+    sc.mount("1:01")
+    sc.fail_next("dropped_pin", "unload")
+    with pytest.raises(MountFailedError, match="unload of 1:01 failed: the pin was dropped"):
+        sc.unmount()
+    assert fake.state is TrackerState.CONFLICT and "may still be on the goniometer" in fake.snapshot.reason
+    assert link.robot_actions(1)[0].status is Status.ERROR
+
+
+def test_presence_cross_checks(fake: FakeTracker, sc: SimulatedChanger, link: Any) -> None:
+    sc.fail_next("no_pin_detected")
+    sc.mount("1:01")
+    assert fake.state is TrackerState.CONFLICT and "detects no pin" in fake.events[-1].message
+    sc.reset()
+    sc.mount("1:02")
+    sc.fail_next("pin_stays")
+    sc.unmount()
+    assert fake.state is TrackerState.CONFLICT and "still detects a pin" in fake.snapshot.reason
+    sc.set_presence(False)  # a hand takes the pin: consistent again, nothing mounted: no change
+    assert fake.state is TrackerState.CONFLICT
+    sc.mount("2:01")
+    sc.set_presence(False)  # the pin falls off
+    assert fake.state is TrackerState.CONFLICT and "no longer detects a pin" in fake.snapshot.reason
+
+
+def test_busy_changer_refuses_a_second_action(sc: SimulatedChanger) -> None:
+    sc.load_time = sc.unload_time = 0.1
+    first = gevent.spawn(sc.mount, "1:01")
+    gevent.sleep(0.02)
+    with pytest.raises(ChangerBusyError, match="busy"):
+        sc.mount("1:02")
+    first.get(timeout=5)
+    spawned = gevent.spawn(sc.unmount)
+    gevent.sleep(0.02)
+    with pytest.raises(ChangerBusyError, match="reset"):
+        sc.reset()
+    spawned.get(timeout=5)
+
+
+def test_manual_mounts_with_the_changer_present(fake: FakeTracker, sc: SimulatedChanger, link: Any) -> None:
+    sample = link.manual_mount("LYS-0002")
+    assert sample.changer_name is None and fake.snapshot.source is Source.MANUAL
+    sc.set_presence(True)  # the pin placed by hand: expected
+    assert fake.state is TrackerState.MOUNTED
+    with pytest.raises(ChangerError, match="did not mount"):
+        sc.mount("1:01")
+    link.manual_unmount()
+    sc.set_presence(False)
+    assert fake.state is TrackerState.EMPTY
+    sc.mount("1:01")
+    with pytest.raises(ChangerError, match="unmount it with sc.unmount"):
+        link.manual_mount("LYS-0002")
+    with pytest.raises(MountRefusedError, match="needs a barcode or a name"):
+        link.manual_mount()
+
+
+def test_manual_mount_after_the_pin_resolves_the_conflict(
+    fake: FakeTracker, sc: SimulatedChanger, link: Any
+) -> None:
+    sc.set_presence(True)
+    assert fake.state is TrackerState.CONFLICT
+    link.manual_mount("LYS-0001")
+    assert fake.state is TrackerState.MOUNTED and summary(fake.events) == [("mounted", "LYS-0001", "SUCCESS")]
+
+
+def test_pins_without_identity_and_names_from_contents(
+    fake: FakeTracker, sc: SimulatedChanger, link: Any
+) -> None:
+    sc.mount("3:07")
+    assert fake.state is TrackerState.UNKNOWN and fake.snapshot.sample is None
+    assert "3:07, a pin with no barcode or name" in fake.snapshot.reason and fake.events == []
+    assert link.robot_actions(1)[0].status is Status.SUCCESS and link.robot_actions(1)[0].barcode is None
+    sc.mount("3:08")
+    assert fake.sample is not None and (fake.sample.name, fake.sample.barcode) == ("xtal_8", None)
+
+
+def test_a_refused_barcode_leaves_the_tracker_unknown(sc: SimulatedChanger) -> None:
+    strict = FakeTracker(unknown_barcode="refuse")
+    sc_link = link_changer(strict, sc)
+    try:
+        sc._configured = parse_contents({"1:01": "UNLISTED-1"}, 3, 16)
+        sc.reset()
+        sc.mount("1:01")
+        assert strict.state is TrackerState.UNKNOWN and "cannot record it" in strict.snapshot.reason
+        assert "UNLISTED-1" in sc_link.warnings[-1]
+    finally:
+        sc_link.close()
+
+
+def test_link_start_learns_what_the_changer_holds(fake: FakeTracker, sc: SimulatedChanger) -> None:
+    sc.mount("1:01")
+    late = link_changer(fake, sc)  # the tracker is UNKNOWN (first start): it learns 1:01
+    try:
+        assert fake.sample is not None and fake.sample.changer_position == "1:01"
+        assert "agree" in late.check()
+        assert "ChangerLink 'sc_link'" in late.__info__() and "1:01 mounted" in late.__info__()
+    finally:
+        late.close()
+    sc.unmount()  # not followed any more
+    assert fake.state is TrackerState.MOUNTED
+
+
+def test_link_config_errors() -> None:
+    with pytest.raises(ConfigurationError, match="key 'tracker' must reference a SampleTracker"):
+        ChangerLink("l", {"tracker": "tracker", "changer": None})
+    with pytest.raises(ConfigurationError, match="key 'changer' must reference a sample changer"):
+        ChangerLink("l", {"tracker": FakeTracker(), "changer": object()})
+
+
+def test_info(sc: SimulatedChanger) -> None:
+    sc.mount("1:01")
+    sc.fail_next("timeout")
+    info = sc.__info__()
+    for text in ("SimulatedChanger 'sc' (3 pucks x 16)", "mounted   : 1:01 (LYS-0001)", "next load: timeout"):
+        assert text in info, info
+    assert "1:01  LYS-0001  <- on the goniometer" in info
+
+
+# -- the generic adapter --------------------------------------------------------------------------------
+class Robot:
+    """A hypothetical robot object, as a beamline's BLISS macro class might expose it."""
+
+    name = "robot"
+
+    def __init__(self) -> None:
+        self.loaded: tuple[int, int] | None = None
+        self.sample_detected = False
+        self.broken = False
+        self.fail_load: str | None = None
+        self.barcodes = {"1:01": "LYS-0001", "1:02": "LYS-0002"}
+
+    def get_loaded_sample(self) -> tuple[int, int] | None:
+        if self.broken:
+            raise RuntimeError("Tango DevFailed: robot server not running")
+        return self.loaded
+
+    def get_contents(self) -> dict[str, str]:
+        return dict(self.barcodes)
+
+    def load_sample(self, puck: int, position: int) -> None:
+        gevent.sleep(0.01)
+        if self.fail_load:
+            raise RuntimeError(self.fail_load)
+        self.loaded, self.sample_detected = (puck, position), True
+
+    def unload_sample(self) -> None:
+        self.loaded, self.sample_detected = None, False
+
+
+def generic(robot: Robot, **extra: Any) -> BlissObjectChanger:
+    config = {
+        "object": robot,
+        "mounted_address": "get_loaded_sample",
+        "presence": "sample_detected",
+        "mount": "load_sample",
+        "unmount": "unload_sample",
+        "contents": "get_contents",
+        "mount_args": "puck_position",
+        "poll_period": 10.0,  # the tests poll by hand with refresh()
+        "presence_settle": 0.0,
+        **extra,
+    }
+    return BlissObjectChanger("robot_sc", config)
+
+
+def test_normalisers() -> None:
+    assert normalise_address((3, 5)) == "3:05" and normalise_address("3:5") == "3:05"
+    assert (
+        normalise_address("") is None and normalise_address(None) is None and normalise_address("-") is None
+    )
+    assert normalise_address("A1") == "A1" and normalise_address(b"2:01") == "2:01"
+    assert normalise_barcode("NOREAD") is None and normalise_barcode(" X-1 ") == "X-1"
+    assert (
+        normalise_presence("OFF") is False
+        and normalise_presence(1) is True
+        and normalise_presence(None) is None
+    )
+    positions = normalise_contents([("1:1", "A-1"), ("1:2", None)], frozenset({""}))
+    assert [(p.address, p.barcode) for p in positions] == [("1:01", "A-1"), ("1:02", None)]
+
+
+def test_generic_adapter_commanded_and_observed_changes(fake: FakeTracker) -> None:
+    robot = Robot()
+    changer = generic(robot)
+    assert isinstance(changer, SampleChanger)
+    link = link_changer(fake, changer)
+    try:
+        changer.mount("LYS-0002")  # a barcode, through the robot's contents
+        assert robot.loaded == (1, 2) and fake.sample is not None and fake.sample.changer_position == "1:02"
+        robot.loaded = (1, 1)  # the robot's own GUI swaps the pin
+        changer.refresh()
+        assert fake.sample is not None and fake.sample.barcode == "LYS-0001"
+        assert summary(fake.events) == [
+            ("mounted", "LYS-0002", "SUCCESS"),
+            ("unmounted", "LYS-0002", "SUCCESS"),
+            ("mounted", "LYS-0001", "SUCCESS"),
+        ]
+        actions = link.robot_actions(10)
+        assert [a.action_type for a in reversed(actions)] == [
+            ActionType.LOAD,
+            ActionType.UNLOAD,
+            ActionType.LOAD,
+        ]
+        changer.unmount()
+        assert fake.state is TrackerState.EMPTY
+        robot.sample_detected = True  # a pin the robot did not load
+        changer.refresh()
+        assert fake.state is TrackerState.CONFLICT and "nobody mounted" in fake.snapshot.reason
+    finally:
+        link.close()
+
+
+def test_generic_adapter_failures_and_offline(fake: FakeTracker) -> None:
+    robot = Robot()
+    changer = generic(robot)
+    link = link_changer(fake, changer)
+    try:
+        changer.mount("1:01")
+        robot.fail_load = "gripper collision"
+        with pytest.raises(MountFailedError, match="load of 1:02 failed.*gripper collision"):
+            changer.mount("1:02")
+        assert fake.state is TrackerState.CONFLICT and fake.events[-1].status is Status.ERROR
+        assert fake.events[-1].message == (
+            "load of 1:02 (LYS-0002) by changer 'robot_sc' failed: RuntimeError: gripper collision; "
+            "the presence sensor detects a pin"  # 1:01's: the robot failed before unloading it
+        )
+        assert summary(fake.events)[-2:] == [
+            ("unmounted", "LYS-0001", "ERROR"),
+            ("mounted", "LYS-0002", "ERROR"),
+        ]
+        robot.fail_load = None
+        changer.mount("1:02")
+        assert fake.state is TrackerState.MOUNTED
+        robot.broken = True
+        changer.refresh()
+        assert fake.state is TrackerState.UNKNOWN and "went offline" in fake.snapshot.reason
+        assert "robot server not running" in changer.offline  # type: ignore[operator]
+        robot.broken = False
+        changer.refresh()  # back online, the same pin: learnt again
+        assert fake.state is TrackerState.MOUNTED and changer.offline is None
+    finally:
+        link.close()
+
+
+def test_generic_adapter_polls_cooperatively(fake: FakeTracker) -> None:
+    robot = Robot()
+    changer = generic(robot, poll_period=0.01)
+    link = link_changer(fake, changer)
+    try:
+        robot.loaded, robot.sample_detected = (1, 1), True
+        with gevent.Timeout(5):
+            while fake.state is not TrackerState.MOUNTED:
+                gevent.sleep(0.01)
+    finally:
+        link.close()
+    assert changer._poller is None  # the last subscriber gone, polling stops
+
+
+def test_generic_adapter_config_errors() -> None:
+    with pytest.raises(ConfigurationError, match="key 'mounted_address' is missing"):
+        BlissObjectChanger("r", {"object": Robot()})
+    with pytest.raises(ConfigurationError, match="key 'presence' names 'sensor'"):
+        BlissObjectChanger("r", {"object": Robot(), "mounted_address": "loaded", "presence": "sensor"})
+    with pytest.raises(ConfigurationError, match="key 'mount_args' must be one of"):
+        BlissObjectChanger("r", {"object": Robot(), "mounted_address": "loaded", "mount_args": "tuple"})
+    read_only = BlissObjectChanger("r", {"object": Robot(), "mounted_address": "loaded"})
+    with pytest.raises(ChangerError, match="no 'mount' method configured"):
+        read_only.mount("1:01")
+
+
+# -- macros ------------------------------------------------------------------------------------------
+def test_mounting_records_success_with_changer_fields(fake: FakeTracker) -> None:
+    with mounting(fake, "LYS-0001", changer="flex", address="3:05") as action:
+        assert action.sample is not None and action.status is None
+    assert fake.sample is not None and fake.sample.changer_to_contract() == {
+        "name": "flex",
+        "position": "3:05",
+    }
+    assert action.status is Status.SUCCESS and action.events[0].type is EventType.MOUNTED
+    [record] = robot_actions(fake, 5)
+    assert (record.action_type, record.status, record.by, record.address) == (
+        ActionType.LOAD,
+        Status.SUCCESS,
+        "macro",
+        "3:05",
+    )
+
+
+def test_a_failing_macro_never_leaves_the_sample_mounted(fake: FakeTracker) -> None:
+    fake.record_mount(REGISTRY["LYS-0001"], Source.SAMPLE_CHANGER, at=T0)
+
+    @tracked_mount(fake, changer="flex", address="where")
+    def load(barcode: str, where: str = "1:02") -> None:
+        raise RuntimeError("gripper jammed")
+
+    with pytest.raises(RuntimeError, match="gripper jammed"):
+        load("LYS-0002")
+    assert fake.state is TrackerState.CONFLICT and fake.sample is None
+    assert summary(fake.events)[-2:] == [("unmounted", "LYS-0001", "ERROR"), ("mounted", "LYS-0002", "ERROR")]
+    assert "mount at 1:02 failed in a macro: RuntimeError: gripper jammed" in fake.events[-1].message
+    record = robot_actions(fake, 1)[0]
+    assert (record.status, record.message, record.address) == (
+        Status.ERROR,
+        "RuntimeError: gripper jammed",
+        "1:02",
+    )
+
+
+def test_ctrl_c_in_a_macro_is_recorded_and_re_raised(fake: FakeTracker) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        with mounting(fake, "THA-0003"):
+            raise KeyboardInterrupt
+    assert fake.state is TrackerState.CONFLICT and fake.events[-1].message.endswith("KeyboardInterrupt")
+
+
+def test_a_refused_barcode_stops_the_macro_before_the_robot_moves() -> None:
+    strict = FakeTracker(unknown_barcode="refuse")
+    moved = []
+
+    @tracked_mount(strict)
+    def load(barcode: str) -> None:
+        moved.append(barcode)
+
+    with pytest.raises(MountRefusedError):
+        load("UNLISTED-9")
+    assert moved == [] and strict.events == [] and robot_actions(strict) == []
+
+
+def test_identity_from_the_result_or_none(fake: FakeTracker) -> None:
+    @tracked_mount(fake, sample=None, address="pos", changer="flex", from_result=True)
+    def load(pos: str) -> str:
+        return "THA-0003"  # e.g. the robot's datamatrix reader
+
+    load("2:01")
+    assert fake.sample is not None and (fake.sample.barcode, fake.sample.changer_position) == (
+        "THA-0003",
+        "2:01",
+    )
+    with mounting(fake, changer="flex", address="2:02"):
+        pass  # nobody says what it was
+    assert fake.state is TrackerState.UNKNOWN and "2:02 a pin with no barcode or name" in fake.snapshot.reason
+
+    @tracked_mount(fake)
+    def bad(puck: int) -> None: ...
+
+    with pytest.raises(SampleTrackError, match="parameter 'puck' must be a barcode or a Sample"):
+        bad(3)
+
+    @tracked_mount(fake, sample="code")
+    def wrong(barcode: str) -> None: ...
+
+    with pytest.raises(SampleTrackError, match="has no parameter 'code'"):
+        wrong("LYS-0001")
+
+
+def test_unmount_macros(fake: FakeTracker) -> None:
+    fake.record_mount(REGISTRY["LYS-0001"], Source.SAMPLE_CHANGER, at=T0)
+
+    @tracked_unmount(fake, changer="flex")
+    def unload(fail: bool = False) -> None:
+        if fail:
+            raise RuntimeError("door open")
+
+    with pytest.raises(RuntimeError, match="door open"):
+        unload(fail=True)
+    assert fake.state is TrackerState.CONFLICT and "may still be on the goniometer" in fake.snapshot.reason
+    unload()
+    assert fake.state is TrackerState.EMPTY
+    with unmounting(fake):
+        pass  # already empty: no event, a record all the same
+    assert [a.action_type for a in robot_actions(fake, 5)] == [ActionType.UNLOAD] * 3
+
+
+def test_a_recording_failure_never_masks_the_macro_error(fake: FakeTracker) -> None:
+    def broken(reason: str) -> None:
+        raise ConnectionError("Redis is down")
+
+    fake.set_conflict = broken  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="robot fault") as caught:
+        with unmounting(fake):
+            raise RuntimeError("robot fault")
+    assert "could not record this failure" in caught.value.__notes__[0]
+
+
+def test_tracker_by_name_is_looked_up_when_the_macro_runs(
+    fake: FakeTracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bliss.config.static
+
+    looked_up: list[str] = []
+
+    def get(name: str) -> Any:
+        looked_up.append(name)
+        return fake
+
+    monkeypatch.setattr(bliss.config.static, "get_config", lambda: SimpleNamespace(get=get))
+
+    @tracked_mount("tracker")
+    def load(barcode: str) -> None: ...
+
+    assert looked_up == []  # not at import (decoration) time
+    load("LYS-0001")
+    assert looked_up == ["tracker"] and fake.sample is not None
+
+
+def test_tracker_by_name_must_be_a_tracker() -> None:
+    with pytest.raises(SampleTrackError, match="not a SampleTracker"):
+        with mounting(object(), "LYS-0001"):  # type: ignore[arg-type]
+            pass
