@@ -195,7 +195,7 @@ class SampleTracker:
         self.record_unmount(Source.MANUAL)
 
     @typecheck
-    def read_barcode(self, timeout: float | None = None) -> Sample:
+    def read_barcode(self, timeout: int | float | None = None) -> Sample:
         """Trigger the reader, resolve the code and record the mount. A no-read mounts nothing."""
         if self.reader is None:
             raise SampleTrackError(f"tracker {self.name!r} has no 'reader' in {self.config_file}")
@@ -250,7 +250,7 @@ class SampleTracker:
             print(f"{client}: {delivered} delivered, {dead} still dead")
 
     @typecheck
-    def drain(self, timeout: float = 60.0) -> None:
+    def drain(self, timeout: int | float = 60.0) -> None:
         """Wait until every pending event is delivered (or ``timeout`` s), showing progress."""
         if not self.delivery.running:
             raise SampleTrackError(
