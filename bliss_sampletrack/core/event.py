@@ -11,6 +11,7 @@ import json
 import socket
 import uuid
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -22,6 +23,9 @@ from bliss_sampletrack.core.sample import Sample
 from bliss_sampletrack.errors import InvalidEventError
 
 SOFTWARE_NAME = "bliss-sampletrack"
+# set while from_dict builds an Event from a dict it has already validated (or trusts): the
+# contract check is the costly part of an Event (about 0.15 ms), so it runs once, not twice
+_VALIDATED: ContextVar[bool] = ContextVar("_VALIDATED", default=False)
 
 
 class EventType(StrEnum):
@@ -94,7 +98,8 @@ class Event:
             raise InvalidEventError(
                 {"occurred_at": f"{self.occurred_at.isoformat()} has no time zone; use an aware datetime"}
             )
-        validate_event_dict(self.to_dict())
+        if not _VALIDATED.get():
+            validate_event_dict(self.to_dict())
 
     @classmethod
     def mounted(cls, sample: Sample, **kwargs: Any) -> Event:
@@ -131,9 +136,22 @@ class Event:
         return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=True)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Event:
-        """Parse a contract event; raises :class:`InvalidEventError` naming every bad field."""
-        validate_event_dict(dict(data) if isinstance(data, Mapping) else data)
+    def from_dict(cls, data: Mapping[str, Any], *, trusted: bool = False) -> Event:
+        """Parse a contract event; raises :class:`InvalidEventError` naming every bad field.
+
+        ``trusted``: skip the contract check, for JSON this package wrote itself from a valid
+        Event (the outbox); a malformed input then raises KeyError/ValueError/TypeError.
+        """
+        if not trusted:
+            validate_event_dict(dict(data) if isinstance(data, Mapping) else data)
+        token = _VALIDATED.set(True)
+        try:
+            return cls._build(data)
+        finally:
+            _VALIDATED.reset(token)
+
+    @classmethod
+    def _build(cls, data: Mapping[str, Any]) -> Event:
         producer = data["producer"]
         return cls(
             event_id=uuid.UUID(data["event_id"]),

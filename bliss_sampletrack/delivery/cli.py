@@ -130,5 +130,10 @@ def status_main(argv: list[str] | None = None) -> int:
     for status in statuses:
         print(f"delivery: {status.line()}")
         for letter in outbox.dead_letters(status.client)[-5:]:
-            print(f"  dead letter {letter.event.event_id} ({letter.event.sample.label}): {letter.answer}")
+            what = (
+                f"{letter.event.event_id} ({letter.event.sample.label})"
+                if letter.event
+                else f"entry {letter.entry}"
+            )
+            print(f"  dead letter {what}: {letter.answer}")
     return 0

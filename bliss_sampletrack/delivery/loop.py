@@ -17,6 +17,7 @@ import logging
 import random
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import gevent
@@ -150,25 +151,37 @@ class Deliverer:
         entries = self.outbox.next_entries(self.client.name, count)
         if not entries:
             return 0
+        if entries[0].event is None:  # corrupt in Redis: set aside, visibly, never sent
+            self.outbox.dead_letter(self.client.name, entries[0], entries[0].error)
+            self.dead += 1
+            return 1
+        entries = entries[: next((i for i, e in enumerate(entries) if e.event is None), len(entries))]
         try:
-            results = self.client.send([entry.event for entry in entries])
+            results = self.client.send([entry.event for entry in entries if entry.event is not None])
         except RetryLater as exc:
             if exc.batch_too_large:
                 self._single_only = True
             self._retry(str(exc), exc.retry_after)
             return 0
         finished = 0
+        last_delivered = None  # the cursor moves once per round, not once per event
+        retry: str | None = None
         for entry, result in zip(entries, results, strict=True):
             if result.verdict is Verdict.RETRY:
-                self._retry(f"event {entry.event.event_id}: {result.detail}", None)
+                retry = f"event {entry.event.event_id if entry.event else entry.id}: {result.detail}"
                 break
             if result.verdict is Verdict.DELIVERED:
-                self.outbox.finish(self.client.name, entry.id)
+                last_delivered = entry.id
                 self.delivered += 1
             else:
-                self.outbox.dead_letter(self.client.name, entry, result.detail)
+                self.outbox.dead_letter(self.client.name, entry, result.detail)  # moves the cursor too
+                last_delivered = None
                 self.dead += 1
             finished += 1
+        if last_delivered is not None:
+            self.outbox.finish(self.client.name, last_delivered)
+        if retry is not None:
+            self._retry(retry, None)
         if finished:
             self.backoff.reset()
             self._single_only = False
@@ -195,14 +208,17 @@ class Deliverer:
         still_dead = []
         delivered = 0
         for letter in letters:
+            if letter.event is None:  # unreadable: kept for a human to look at
+                still_dead.append(letter)
+                continue
             try:
                 [result] = self.client.send([letter.event])
             except RetryLater as exc:
-                still_dead.append(type(letter)(letter.entry, letter.event, f"retry failed: {exc}", letter.at))
+                still_dead.append(replace(letter, answer=f"retry failed: {exc}"))
                 continue
             if result.verdict is Verdict.DELIVERED:
                 delivered += 1
             else:
-                still_dead.append(type(letter)(letter.entry, letter.event, result.detail, letter.at))
+                still_dead.append(replace(letter, answer=result.detail))
         self.outbox.return_dead_letters(self.client.name, still_dead)
         return delivered, len(still_dead)

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bliss_sampletrack.core import Event
+from bliss_sampletrack.errors import SampleTrackError
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +39,37 @@ START = "0-0"
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One outbox entry: its stream ID and the event."""
+    """One outbox entry: its stream ID and the event (None, with ``error``, when unreadable)."""
 
     id: str
-    event: Event
+    event: Event | None
+    raw: bytes = b""
+    error: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
+    """An event set aside with the service's answer. ``event`` is None when the outbox entry was
+    unreadable; ``payload`` is what was stored either way."""
+
     entry: str
-    event: Event
+    event: Event | None
     answer: str
     at: str
+    payload: Any = None
+
+    @classmethod
+    def from_record(cls, raw: bytes | str) -> DeadLetter:
+        record = json.loads(raw)
+        payload = record["event"]
+        try:
+            event = Event.from_dict(payload) if isinstance(payload, dict) else None
+        except SampleTrackError:
+            event = None
+        return cls(record["entry"], event, record["answer"], record["at"], payload)
+
+    def to_record(self) -> str:
+        return json.dumps({"entry": self.entry, "event": self.payload, "answer": self.answer, "at": self.at})
 
 
 def _text(value: Any) -> str:
@@ -92,7 +112,18 @@ class RedisStreamOutbox:
     def next_entries(self, client: str, count: int) -> list[Entry]:
         """Up to ``count`` entries after the client's cursor, oldest first."""
         raw = self.redis.xrange(self.key, min=f"({self.cursor(client)}", max="+", count=count)
-        return [Entry(_text(entry_id), Event.from_json(fields[b"event"])) for entry_id, fields in raw]
+        return [self._entry(_text(entry_id), fields) for entry_id, fields in raw]
+
+    @staticmethod
+    def _entry(entry_id: str, fields: dict[bytes, bytes]) -> Entry:
+        raw = fields.get(b"event", b"")
+        try:
+            # written by this package from a valid Event: parsed without re-checking the contract
+            return Entry(entry_id, Event.from_dict(json.loads(raw), trusted=True), raw)
+        except (ValueError, KeyError, TypeError) as exc:
+            return Entry(
+                entry_id, None, raw, f"unreadable outbox entry {entry_id}: {type(exc).__name__}: {exc}"
+            )
 
     def wait(self, client: str, timeout: float) -> bool:
         """Block (cooperatively under gevent) until an entry after the cursor exists, or timeout."""
@@ -132,13 +163,7 @@ class RedisStreamOutbox:
         return None if value is None else _text(value)
 
     def dead_letters(self, client: str) -> list[DeadLetter]:
-        out = []
-        for raw in self.redis.lrange(f"{self.key}:dead:{client}", 0, -1):
-            record = json.loads(raw)
-            out.append(
-                DeadLetter(record["entry"], Event.from_dict(record["event"]), record["answer"], record["at"])
-            )
-        return out
+        return [DeadLetter.from_record(raw) for raw in self.redis.lrange(f"{self.key}:dead:{client}", 0, -1)]
 
     def take_dead_letters(self, client: str) -> list[DeadLetter]:
         """Remove and return the client's dead letters (to retry them after a fix)."""
@@ -146,23 +171,11 @@ class RedisStreamOutbox:
         pipeline.lrange(f"{self.key}:dead:{client}", 0, -1)
         pipeline.delete(f"{self.key}:dead:{client}")
         raw, _ = pipeline.execute()
-        letters = []
-        for item in raw:
-            record = json.loads(item)
-            letters.append(
-                DeadLetter(record["entry"], Event.from_dict(record["event"]), record["answer"], record["at"])
-            )
-        return letters
+        return [DeadLetter.from_record(item) for item in raw]
 
     def return_dead_letters(self, client: str, letters: list[DeadLetter]) -> None:
-        for letter in letters:
-            record = {
-                "entry": letter.entry,
-                "event": json.loads(letter.event.to_json()),
-                "answer": letter.answer,
-                "at": letter.at,
-            }
-            self.redis.rpush(f"{self.key}:dead:{client}", json.dumps(record))
+        if letters:
+            self.redis.rpush(f"{self.key}:dead:{client}", *(letter.to_record() for letter in letters))
 
     # -- status ------------------------------------------------------------------------------------
     def pending(self, client: str | None = None) -> int:
