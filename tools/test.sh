@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, on both supported BLISS stacks. Sets up its environments on first use.
+# The whole test suite, on both supported BLISS stacks. Sets up its environments on first use
+# (virtual environments from PyPI; PostgreSQL and Chromium from the distribution when missing).
 #   stage 0: ruff (lint) on the default stack
 #   stage 1: every test on BLISS 2.0.3 (.venv/), which runs as published on PyPI
 #   stage 2: every test again on BLISS 2.4.0 (.venv-bliss2.4/: its gevent, redis-py, blissdata),
@@ -9,6 +10,7 @@
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
+bash tools/setup-system.sh || exit 1   # PostgreSQL and Chromium (Debian packages) when missing
 bash tools/setup-env.sh 2.0 || exit 1
 bash tools/setup-env.sh 2.4 || exit 1
 
