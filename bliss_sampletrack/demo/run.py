@@ -1,77 +1,173 @@
-"""``sampletrack demo``: start beacon and Redis, open a real BLISS session headless, run a scan,
-and say where its data is.
+"""``sampletrack demo``: the whole chain on a simulated beamline, in one command.
 
-Everything runs on loopback from embedded defaults (``config_examples/demo_beamline``); the
-servers stop when the demo ends or is interrupted, and the data folder is kept.
+Starts, all on loopback: the tracking service (SQLite, a demo token), beacon with its Redis, and
+the real BLISS session ``sampletrack_demo`` configured from ``config_examples/demo_beamline``:
+a simulated sample changer ``sc`` with a simulated Keyence reader ``bcr`` on its gripper, the
+tracker ``tracker`` delivering to the local service. Then it runs a scripted sequence (see
+:mod:`bliss_sampletrack.demo.sequence`), prints a summary read back from Redis, the HDF5 files
+and the service, and stops everything it started (also when interrupted).
+
+Ports: beacon 25000-25003 and the service 8090, plus ``--port-offset`` (two demos side by side:
+``--port-offset 10``). Everything else lives in ``--workdir`` (default: a new temporary folder,
+kept afterwards with the data files and the servers' logs).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from bliss_sampletrack.testbed.beacon import running_beacon
-from bliss_sampletrack.testbed.config_tree import DEMO_SESSION
-from bliss_sampletrack.testbed.session import open_session
+from bliss_sampletrack.testbed.config_tree import copy_config_tree
 
 log = logging.getLogger(__name__)
+
+SESSION = "sampletrack_demo"
+BEACON_BASE_PORT = 25000
+SERVICE_PORT = 8090
+TOKEN_ENV = "SAMPLETRACK_TOKEN"
 
 
 def _progress(message: str) -> None:
     print(f"[demo] {message}", flush=True)
 
 
-def run_demo(workdir: Path | None = None, npoints: int = 10) -> Path:
-    """Run the demo; returns the HDF5 file of its scan."""
+def prepare_config(target: Path, api_url: str) -> Path:
+    """Copy the demo beamline's tree and point the tracker's delivery at the local service."""
+    from ruamel.yaml import YAML
+
+    copy_config_tree(target)
+    tracker_file = target / "sampletrack" / "tracker.yml"
+    yaml = YAML()  # round trip: comments kept
+    nodes = yaml.load(tracker_file.read_text())
+    tracker = next(node for node in nodes if node.get("name") == "tracker")
+    tracker["delivery"] = [{"name": "service", "type": "rest", "url": api_url, "token_env": TOKEN_ENV}]
+    with tracker_file.open("w") as stream:
+        yaml.dump(nodes, stream)
+    return target
+
+
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM stops the demo like Ctrl-C does: through the ``finally`` blocks that clean up."""
+    import gevent
+
+    main = gevent.getcurrent()
+    gevent.signal_handler(
+        signal.SIGTERM, lambda: gevent.get_hub().loop.run_callback(main.throw, KeyboardInterrupt)
+    )
+
+
+def run_demo(
+    workdir: Path | None = None,
+    *,
+    port_offset: int = 0,
+    keep: bool = False,
+    shell: bool = False,
+    summary_json: Path | None = None,
+) -> dict[str, Any] | None:
+    from bliss_sampletrack.demo.service_process import ServiceProcess
+    from bliss_sampletrack.testbed.beacon import running_beacon
+    from bliss_sampletrack.testbed.session import import_bliss, open_session
+
     workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="sampletrack-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    import_bliss()  # gevent first
+    _interrupt_on_sigterm()
     _progress(f"working folder {workdir}")
-    _progress("starting beacon-server and its Redis on free loopback ports ...")
-    with running_beacon(workdir / "beacon") as server:
-        _progress(f"beacon ready at {server.host}; setting up BLISS session {DEMO_SESSION!r} ...")
-        session = open_session(server, DEMO_SESSION, workdir / "data")
-        try:
-            from bliss.common.scans import loopscan
 
-            env = session.env_dict
-            _progress(f"running loopscan({npoints}, 0.01, diode, sim_gauss) ...")
-            scan = loopscan(npoints, 0.01, env["diode"], env["sim_gauss"], save=True)
-            filename = Path(scan.scan_info["filename"])
-            scan_nb = scan.scan_info["scan_nb"]
-        finally:
-            session.close()
-        _progress("stopping beacon-server and Redis ...")
-    _summary(filename, scan_nb)
-    return filename
+    service = ServiceProcess(workdir / "service.db", SERVICE_PORT + port_offset, workdir / "service.log")
+    tree = prepare_config(workdir / "config", service.api_url)
+    token = service.create_token("id00")
+    read_token = service.create_token("id00", read_only=True)
+    os.environ[TOKEN_ENV] = token
+    _progress(f"starting the tracking service on {service.base_url} (SQLite {workdir / 'service.db'})")
+    service.start()
+    summary = None
+    try:
+        first = BEACON_BASE_PORT + port_offset
+        _progress(f"starting beacon-server and its Redis on ports {first}-{first + 3}")
+        with running_beacon(workdir / "beacon", tree, base_port=BEACON_BASE_PORT + port_offset) as server:
+            if shell:
+                _progress(f"opening a BLISS shell on session {SESSION!r}; exit it to stop the demo")
+                subprocess.run(
+                    [str(Path(sys.executable).parent / "bliss"), "-s", SESSION],
+                    env={**os.environ, "BEACON_HOST": server.host},
+                    check=False,
+                )
+                return None
+            _progress(f"setting up the BLISS session {SESSION!r} (tracker, changer, reader)")
+            session = open_session(server, SESSION, workdir / "data")
+            # BLISS 2.0.3's pyicat-plus predates the SampleChanger/SampleTracking ICAT fields and
+            # warns at every scan that they are unknown (they still reach scan_info and Redis)
+            logging.getLogger("pyicat_plus.metadata.nexus").setLevel(logging.ERROR)
+            try:
+                from bliss_sampletrack.demo import summary as report
+                from bliss_sampletrack.demo.sequence import BEAMLINE, run_sequence
 
+                demo_log = run_sequence(session, workdir / "data", service.stop, service.start, _progress)
+                _progress("reading everything back from Redis, the HDF5 files and the service")
+                summary = report.build(
+                    demo_log, server.redis_data_url, SESSION, service.api_url, read_token, BEAMLINE
+                )
+            finally:
+                session.close()
+            timeline = f"{service.base_url}/?beamline=id00"
+            report.print_summary(summary, timeline)
+            summary["timeline_url"] = timeline
+            summary["workdir"] = str(workdir)
+            if summary_json:
+                report.write_json(summary, summary_json)
+            if keep:
+                _progress(
+                    f"servers kept running: BEACON_HOST={server.host}, service {service.base_url} "
+                    f"(read-only token for the page: {read_token}). Ctrl-C to stop."
+                )
+                import gevent
 
-def _summary(filename: Path, scan_nb: int) -> None:
-    import h5py
-
-    with h5py.File(filename, "r") as h5:
-        entry = h5[f"{scan_nb}.1"]
-        title = entry["title"][()].decode() if isinstance(entry["title"][()], bytes) else entry["title"][()]
-        counters = sorted(entry["measurement"])
-        npoints = len(entry["measurement/diode"])
-    print()
-    print(f"scan {scan_nb} ({title}): {npoints} points of {', '.join(counters)}")
-    print(f"data file: {filename}")
-    print(f"HDF5 entry: {filename}::/{scan_nb}.1")
+                gevent.wait()
+    except KeyboardInterrupt:
+        _progress("interrupted")
+    finally:
+        _progress("stopping the tracking service, beacon and Redis")
+        service.stop()
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="sampletrack demo", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="sampletrack demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument(
         "--workdir",
         type=Path,
-        help="folder for the servers' files and the data (default: a new temporary folder)",
+        help="folder for the servers' files and the data (default: new temporary folder)",
     )
-    parser.add_argument("--npoints", type=int, default=10, help="points of the demo scan (default 10)")
+    parser.add_argument("--port-offset", type=int, default=0, help="added to every port (default 0)")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the servers running after the sequence (Ctrl-C stops)"
+    )
+    parser.add_argument(
+        "--shell", action="store_true", help="open an interactive BLISS shell instead of the scripted run"
+    )
+    parser.add_argument("--summary-json", type=Path, help="also write the summary as JSON to this file")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    run_demo(args.workdir, args.npoints)
-    return 0
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
+    summary = run_demo(
+        args.workdir,
+        port_offset=args.port_offset,
+        keep=args.keep,
+        shell=args.shell,
+        summary_json=args.summary_json,
+    )
+    if summary is None:
+        return 0 if args.shell else 1
+    return 0 if all(scan["agree"] for scan in summary["scans"]) else 1

@@ -1,0 +1,124 @@
+"""The demo's scripted sequence, run in the real BLISS session ``sampletrack_demo``.
+
+Under the ESRF data policy: three samples mounted in turn by the simulated changer (whose
+gripper reader reads each pin), scans on each, a no-read, an unknown barcode, a failed mount
+(a dropped pin) and an outage of the tracking service, whose events are delivered once it is
+back. Every step is printed as it happens and recorded for the summary.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bliss_sampletrack.errors import NoReadError, SampleTrackError
+
+log = logging.getLogger(__name__)
+
+PROPOSAL = "mx0001"
+BEAMLINE = "id00"
+
+
+@dataclass
+class ScanRecord:
+    step: str
+    scan_nb: int
+    title: str
+    filename: str
+    tag: dict[str, Any]  # scan_info["sample"] as the session saw it
+
+
+@dataclass
+class DemoLog:
+    scans: list[ScanRecord] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def run_sequence(
+    session: Any,
+    data_root: Path,
+    stop_service: Callable[[], None],
+    start_service: Callable[[], None],
+    progress: Callable[[str], None],
+) -> DemoLog:
+    from bliss.common.scans import ascan, loopscan
+
+    from bliss_sampletrack.tagging import data_policy
+
+    env = session.env_dict
+    sc, tracker, bcr, diode, roby = env["sc"], env["tracker"], env["bcr"], env["diode"], env["roby"]
+    record = DemoLog()
+
+    def scans(step: str, *runs: Callable[[], Any]) -> None:
+        for run in runs:
+            scan = run()
+            info = scan.scan_info
+            record.scans.append(
+                ScanRecord(step, info["scan_nb"], info["title"], info["filename"], dict(info["sample"]))
+            )
+            tag = info["sample"]
+            shown = tag.get("name") or tag.get("barcode") or f"{tag['state']}: {tag.get('reason', '')}"
+            progress(f"  scan {info['scan_nb']} {info['title']!r}: sample {shown}")
+
+    def note(text: str) -> None:
+        record.notes.append(text)
+        progress(f"  {text}")
+
+    progress(f"ESRF data policy: proposal {PROPOSAL}, beamline {BEAMLINE}")
+    data_policy.enable_policy(
+        session,
+        beamline=BEAMLINE,
+        inhouse_data_root=data_root / "inhouse",
+        visitor_data_root=data_root / "visitor",
+        tmp_data_root=data_root / "tmp",
+    )
+    session.scan_saving.newproposal(PROPOSAL)
+    session.scan_saving.newcollection("sampletrack_demo")
+
+    progress("1. the changer mounts puck 1 position 01; its gripper reader reads the pin")
+    sc.mount("1:01")
+    scans("LYS-0001", lambda: loopscan(5, 0.01, diode), lambda: ascan(roby, 0, 1, 5, 0.01, diode))
+
+    progress("2. the changer mounts 1:02 (the previous sample is unmounted first)")
+    sc.mount("1:02")
+    scans("LYS-0002", lambda: loopscan(5, 0.01, diode), lambda: loopscan(3, 0.02, diode))
+
+    progress("3. a no-read: nothing in front of the reader, the tracker is asked to read")
+    bcr.remove()
+    try:
+        tracker.read_barcode()
+    except NoReadError as exc:
+        note(f"no-read refused, nothing recorded: {exc}")
+
+    progress("4. an unknown barcode: the pin at 2:05 is in no manifest (accepted with a warning)")
+    sc.mount("2:05")
+    note(f"warning: {tracker.warnings[-1]}" if tracker.warnings else "no warning recorded")
+    scans("UNK-0042", lambda: loopscan(3, 0.01, diode))
+
+    progress("5. a failed mount: the gripper drops the pin of 3:16")
+    sc.fail_next("dropped_pin")
+    try:
+        sc.mount("3:16")
+    except SampleTrackError as exc:
+        note(f"mount failed as expected: {exc}")
+    note(f"tracker state after the failure: {tracker.state}")
+    sc.recover()
+
+    progress("6. the tracking service goes down; the next mount and scans go on regardless")
+    stop_service()
+    sc.mount("2:01")
+    scans("THA-0003", lambda: loopscan(5, 0.01, diode), lambda: ascan(roby, 1, 0, 4, 0.01, diode))
+    pending = tracker.outbox.pending("service")
+    note(f"while the service is down: {pending} event(s) pending in the outbox")
+    progress("   the service comes back: the outbox is delivered")
+    start_service()
+    tracker.drain(60)
+
+    progress("7. the changer unmounts: the next scan says explicitly that no sample is mounted")
+    sc.unmount()
+    scans("none", lambda: loopscan(2, 0.01, diode))
+    tracker.drain(30)
+    return record
