@@ -54,6 +54,37 @@ def free_offset() -> int:
     raise RuntimeError("no free port offset for the demo")
 
 
+def check_timeline_page(db: Path, token: str, stored: list[dict[str, Any]], folder: Path) -> None:
+    """The service's timeline page on the demo's database, in headless Chromium: the three samples
+    mounted in turn are bars of the id00 timeline. (The page takes its token from sessionStorage,
+    where a user types it; the test harness app puts it there, serving the same database.)"""
+    import shutil
+    from urllib.parse import quote
+
+    from test_service_web import Dom, harness, run_chromium
+
+    chromium = shutil.which("chromium")
+    assert chromium, "Chromium is missing: tools/setup-system.sh installs it"
+    day = stored[0]["occurred_at"][:10]
+    view = f"/api/v1/ui/?beamline=id00&since={day}T00:00:00Z&until={day}T23:59:59Z"
+    page = harness(f"sqlite:///{db}", token, folder)
+    try:
+        url = page.base_url.rsplit("/api/v1", 1)[0] + "/harness?to=" + quote(view, safe="")
+        result = run_chromium(chromium, url, folder, "--dump-dom")
+        shot = folder / "demo-timeline.png"
+        run_chromium(chromium, url, folder, "--window-size=1280,1000", f"--screenshot={shot}")
+    finally:
+        page.stop()
+    assert result.returncode == 0, result.stderr[-2000:]
+    dom = Dom(result.stdout)
+    assert dom.body_state == "ready", result.stdout[:2000]
+    bars = [text for _, text in dom.bars]
+    for label in ("lysozyme_1 (LYS-0001)", "lysozyme_2 (LYS-0002)", "thaumatin_3 (THA-0003)"):
+        assert label in bars, bars
+    assert shot.exists() and shot.stat().st_size > 20_000
+    assert token not in result.stdout
+
+
 def _text(value: Any) -> Any:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -135,6 +166,7 @@ def test_demo_command_summary_matches_redis_hdf5_and_service(tmp_path: Path) -> 
         assert stored[-1]["type"] == "unmounted" and stored[-1]["sample"]["barcode"] == "THA-0003"
         # every mount the scans were tagged with is in the service
         assert {s["redis"]["mount_event_id"] for s in scans[:7]} <= {e["event_id"] for e in stored}
+        check_timeline_page(workdir / "service.db", token, stored, tmp_path)
     finally:
         demo.send_signal(signal.SIGINT)
         try:

@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bliss_sampletrack.demo.sequence import BEAMLINE
 from bliss_sampletrack.testbed.config_tree import copy_config_tree
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ def run_demo(
             logging.getLogger("pyicat_plus.metadata.nexus").setLevel(logging.ERROR)
             try:
                 from bliss_sampletrack.demo import summary as report
-                from bliss_sampletrack.demo.sequence import BEAMLINE, run_sequence
+                from bliss_sampletrack.demo.sequence import run_sequence
 
                 demo_log = run_sequence(session, workdir / "data", service.stop, service.start, _progress)
                 _progress("reading everything back from Redis, the HDF5 files and the service")
@@ -116,7 +117,7 @@ def run_demo(
                 )
             finally:
                 session.close()
-            timeline = f"{service.base_url}/?beamline=id00"
+            timeline = f"{service.api_url}/ui/?beamline={BEAMLINE}"
             report.print_summary(summary, timeline)
             summary["timeline_url"] = timeline
             summary["workdir"] = str(workdir)
