@@ -8,6 +8,8 @@
   an object would) and reload the config; removed at teardown.
 - ``http_server``: a contract-shaped HTTP service on loopback that records requests and answers
   from a script (``tests/recorder.py``); yields ``(base_url, recorder)``.
+- ``outbox``: an empty outbox (Redis stream) of a beamline of the test's own, in the test bed's
+  Redis; its keys are deleted at teardown.
 - ``esrf``: the session under the ESRF data policy (headless: no ICAT, in-process HDF5 writer) in
   proposal ``PROPOSAL`` and a collection of the test's own; put back to the basic scan saving at
   teardown. All tests share one proposal: on BLISS 2.0.3 leaving a proposal that has saved
@@ -47,7 +49,9 @@ SHARED = REPO.parent / "shared"
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # any test that uses the test bed is a real-BLISS test, whether or not it says so
     for item in items:
-        if {"beacon", "bliss_session", "scan_saving", "esrf"} & set(getattr(item, "fixturenames", ())):
+        if {"beacon", "bliss_session", "scan_saving", "esrf", "outbox"} & set(
+            getattr(item, "fixturenames", ())
+        ):
             item.add_marker(pytest.mark.bliss)
 
 
@@ -134,3 +138,17 @@ def http_server() -> Iterator[tuple[str, Recorder]]:
     server.start()
     yield f"http://127.0.0.1:{server.server_port}/api/v1", recorder
     server.stop()
+
+
+@pytest.fixture
+def outbox(beacon: BeaconServer, request: pytest.FixtureRequest) -> Iterator[Any]:
+    import redis
+
+    from bliss_sampletrack.delivery.outbox import RedisStreamOutbox
+
+    client = redis.Redis.from_url(beacon.redis_url)
+    box = RedisStreamOutbox(client, f"t{abs(hash(request.node.nodeid)) % 10**8}")
+    yield box
+    for key in client.scan_iter(f"{box.key}*"):
+        client.delete(key)
+    client.close()

@@ -7,53 +7,22 @@ Loop tests use the test bed's real Redis and an in-memory client that answers by
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import gevent
 import pytest
-import redis
+from outboxes import events, fill
 from recorder import Recorder
 
-from bliss_sampletrack.core import Event, Sample, Source
+from bliss_sampletrack.core import Event
 from bliss_sampletrack.delivery.clients import NoopClient, RestClient, Result, RetryLater, Verdict
 from bliss_sampletrack.delivery.loop import Backoff, Deliverer
 from bliss_sampletrack.delivery.manager import DeliveryManager
 from bliss_sampletrack.delivery.outbox import RedisStreamOutbox
-from bliss_sampletrack.testbed.beacon import BeaconServer
 
 pytestmark = pytest.mark.bliss
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
-
-
-def events(n: int, beamline: str = "bm07") -> list[Event]:
-    return [
-        Event.mounted(
-            Sample(barcode=f"S-{i:04d}"),
-            beamline=beamline,
-            session="s",
-            source=Source.MANUAL,
-            occurred_at=T0 + timedelta(seconds=i),
-        )
-        for i in range(n)
-    ]
-
-
-@pytest.fixture
-def outbox(beacon: BeaconServer, request: pytest.FixtureRequest) -> Iterator[RedisStreamOutbox]:
-    client = redis.Redis.from_url(beacon.redis_url)
-    box = RedisStreamOutbox(client, f"t{abs(hash(request.node.name)) % 10**8}")
-    yield box
-    for key in client.scan_iter(f"{box.key}*"):
-        client.delete(key)
-    client.close()
-
-
-def fill(box: RedisStreamOutbox, evts: list[Event]) -> None:
-    pipeline = box.redis.pipeline(transaction=True)
-    box.add(pipeline, evts)
-    pipeline.execute()
 
 
 class ScriptedClient:
@@ -93,7 +62,7 @@ def fast() -> Backoff:
 
 
 def test_batches_in_order_and_trims(outbox: RedisStreamOutbox) -> None:
-    fill(outbox, events(120))
+    fill(outbox, events(120, outbox.beamline))
     client = ScriptedClient(max_batch=50)
     deliverer = Deliverer(outbox, client, backoff=fast())
     assert [deliverer.step() for _ in range(4)] == [50, 50, 20, 0]

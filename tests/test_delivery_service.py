@@ -7,18 +7,18 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import gevent
 import pytest
-import redis
 import requests
+from outboxes import events as numbered_events
+from outboxes import fill
 from service_fixtures import issue_token, start_service
 
-from bliss_sampletrack.core import Event, Sample, Source
+from bliss_sampletrack.core import Event
 from bliss_sampletrack.delivery.clients import RestClient
 from bliss_sampletrack.delivery.loop import Backoff, Deliverer
 from bliss_sampletrack.delivery.outbox import RedisStreamOutbox
@@ -26,36 +26,13 @@ from bliss_sampletrack.testbed.beacon import BeaconServer, free_port
 
 pytestmark = pytest.mark.bliss
 SCRIPT = str(Path(__file__).with_name("deliverer_process.py"))
-T0 = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 
 
 def events(n: int, beamline: str) -> list[Event]:
-    return [
-        Event.mounted(
-            Sample(barcode=f"D-{i:05d}"),
-            beamline=beamline,
-            session="s",
-            source=Source.MANUAL,
-            occurred_at=T0 + timedelta(seconds=i),
-        )
-        for i in range(n)
-    ]
+    return numbered_events(n, beamline, prefix="D")
 
 
-@pytest.fixture
-def outbox(beacon: BeaconServer, request: pytest.FixtureRequest) -> Iterator[RedisStreamOutbox]:
-    client = redis.Redis.from_url(beacon.redis_url)
-    box = RedisStreamOutbox(client, f"dl{abs(hash(request.node.name)) % 10**6}")
-    yield box
-    for key in client.scan_iter(f"{box.key}*"):
-        client.delete(key)
-    client.close()
-
-
-def fill(box: RedisStreamOutbox, evts: list[Event]) -> None:
-    pipeline = box.redis.pipeline(transaction=True)
-    box.add(pipeline, evts)
-    pipeline.execute()
+T0 = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 
 
 def stored(service_url: str, token: str, beamline: str) -> list[dict[str, Any]]:
@@ -102,7 +79,7 @@ def test_service_down_then_up_all_delivered_in_order_once(outbox: RedisStreamOut
     finally:
         deliverer.stop()
         runner.join(5)
-    assert [e["sample"]["barcode"] for e in got] == [f"D-{i:05d}" for i in range(120)]
+    assert [e["sample"]["barcode"] for e in got] == [f"D-{i:04d}" for i in range(120)]
     assert outbox.last_error("service") is None and outbox.dead_letters("service") == []
 
 
@@ -126,9 +103,9 @@ def test_refusal_is_dead_lettered_and_retried_after_the_fix(
         fixed = Deliverer(outbox, RestClient("service", service.base_url, right), backoff=Backoff(0.05, 0.3))
         assert fixed.retry_dead_letters() == (3, 0)
         assert [e["sample"]["barcode"] for e in stored(service.base_url, right, outbox.beamline)] == [
-            "D-00000",
-            "D-00001",
-            "D-00002",
+            "D-0000",
+            "D-0001",
+            "D-0002",
         ]
     finally:
         service.stop()
@@ -173,7 +150,7 @@ def test_kill_9_mid_delivery_then_restart_loses_and_duplicates_nothing(
     finally:
         service.stop()
     barcodes = [e["sample"]["barcode"] for e in got]
-    assert barcodes == [f"D-{i:05d}" for i in range(total)]  # all, once, in order
+    assert barcodes == [f"D-{i:04d}" for i in range(total)]  # all, once, in order
 
 
 def test_two_deliverers_started_at_once_never_double_deliver(
@@ -203,5 +180,5 @@ def test_two_deliverers_started_at_once_never_double_deliver(
             process.wait(10)
     got = stored(service.base_url, token, outbox.beamline)
     service.stop()
-    assert [e["sample"]["barcode"] for e in got] == [f"D-{i:05d}" for i in range(total)]
+    assert [e["sample"]["barcode"] for e in got] == [f"D-{i:04d}" for i in range(total)]
     assert len(holders) == 1  # one process held the lock throughout; the other only waited
