@@ -96,7 +96,7 @@ def run_demo(
             if shell:
                 _progress(f"opening a BLISS shell on session {SESSION!r}; exit it to stop the demo")
                 subprocess.run(
-                    [str(Path(sys.executable).parent / "bliss"), "-s", SESSION],
+                    [str(Path(sys.executable).parent / "bliss"), "-s", SESSION, "--no-tmux"],
                     env={**os.environ, "BEACON_HOST": server.host},
                     check=False,
                 )

@@ -409,8 +409,8 @@ class SampleTracker:
         lines = [f"SampleTracker {self.name!r} (beamline {self.beamline})"]
         lines.append(f"  state     : {snap.state} since {snap.since.strftime('%Y-%m-%d %H:%M:%S')} UTC")
         if snap.sample is not None:
-            which = "sample   " if snap.state is TrackerState.MOUNTED else "last known"
-            lines.append(f"  {which}: {snap.sample.label}")
+            which = "sample" if snap.state is TrackerState.MOUNTED else "last known"
+            lines.append(f"  {which:<10}: {snap.sample.label}")
         if snap.source is not None:
             lines.append(f"  source    : {snap.source}")
         if snap.reason:
