@@ -220,18 +220,10 @@ def _load_failed(event: ChangerEvent) -> Decision:
         f"{_sensor(event)}"
     )
     status = Status.ERROR
-    if barcode is None and name is None:
-        return Decision(
-            Record.CONFLICT,
-            status,
-            message,
-            address=event.address,
-            action=ActionType.LOAD,
-            action_status=status,
-            action_message=message,
-        )
+    # a pin with no identity cannot be recorded as a (failed) mount: the tracker goes CONFLICT
+    record = Record.CONFLICT if barcode is None and name is None else Record.MOUNT
     return Decision(
-        Record.MOUNT,
+        record,
         status,
         message,
         barcode=barcode,
