@@ -1,29 +1,116 @@
 """Measure how long the gevent hub was blocked: a greenlet that wakes every ``interval`` seconds
-and records how late it woke. A late wake-up means something held the hub (a blocking call)."""
+and records how late it woke. A late wake-up means something held the hub (a blocking call).
+
+Phases: the code under test may say what it is doing (``probe.phase = "scan"``); each late
+wake-up is then charged to every phase that was active between the probe's sleep and its wake-up
+(a block that spans the end of a mount and the start of a scan counts for both: conservative),
+giving ``max_by_phase``.
+
+Who blocked (``trace=True``): a ``greenlet.settrace`` hook times each greenlet's uninterrupted
+runs (from the switch into it to the switch out of it): ``longest_run`` gives the longest run of
+the greenlet that entered the probe, per phase (``"main:tracker"``, ``"main:scan"``), of the hub,
+and of every other greenlet by name. A run of the main greenlet during ``"tracker"`` is the
+plugin's own code holding the hub; a long run of another greenlet during a mount (a writer
+finishing a scan, say) shows in ``max_by_phase`` but not there.
+"""
 
 from __future__ import annotations
 
+import gc
 import time
 
 import gevent
+import greenlet
 
 
 class HubBlockProbe:
-    def __init__(self, interval: float = 0.001) -> None:
+    def __init__(self, interval: float = 0.001, trace: bool = False) -> None:
         self.interval = interval
+        self.trace = trace
+        self.longest_run: dict[str, float] = {}
+        self._main: greenlet.greenlet | None = None
+        self._switched_at = 0.0
+        self._previous_trace: object = None
+        self.longest_gc: dict[int, float] = {}  # generation -> longest collection (s), with trace
+        self._gc_started = 0.0
+        self._gc_in_run = 0.0
+        # the same runs without the garbage collector's pauses in them: the code's own share
+        self.longest_run_without_gc: dict[str, float] = {}
         self.max_block = 0.0
         self.wakeups = 0
+        self.max_by_phase: dict[str, float] = {}
+        self._phase = ""
+        self._seen: set[str] = set()
         self._greenlet: gevent.Greenlet | None = None
+
+    @property
+    def phase(self) -> str:
+        return self._phase
+
+    @phase.setter
+    def phase(self, name: str) -> None:
+        if self.trace and greenlet.getcurrent() is self._main:
+            # a run of the main greenlet is split where the phase changes: the end of a scan
+            # that did not yield is charged to the scan, not to the mount that follows
+            self._charge(f"main:{self._phase}", time.perf_counter())
+        self._phase = name
+        self._seen.add(name)
 
     def _run(self) -> None:
         while True:
+            self._seen = {self._phase}
             before = time.perf_counter()
             gevent.sleep(self.interval)
             late = time.perf_counter() - before - self.interval
             self.wakeups += 1
             self.max_block = max(self.max_block, late)
+            for name in self._seen:
+                self.max_by_phase[name] = max(self.max_by_phase.get(name, 0.0), late)
+
+    def _who(self, origin: greenlet.greenlet) -> str:
+        if origin is self._main:
+            return f"main:{self._phase}"
+        if origin is gevent.get_hub():
+            return "hub"
+        if origin is self._greenlet:
+            return "probe"
+        run = getattr(origin, "_run", None)  # gevent.Greenlet: the function it runs
+        name = getattr(run, "__qualname__", None) or type(origin).__name__
+        if name == "Greenlet._run":  # a subclass or a wrapper: its repr names the function
+            name = repr(origin).rsplit(": ", 1)[-1].split("(", 1)[0].rstrip(">")
+        return f"greenlet:{name}"
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        # the collector runs inside whatever greenlet allocated: its pause is part of that run
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            took = time.perf_counter() - self._gc_started
+            self._gc_in_run += took
+            generation = info["generation"]
+            self.longest_gc[generation] = max(self.longest_gc.get(generation, 0.0), took)
+
+    def _on_switch(self, event: str, args: tuple[greenlet.greenlet, greenlet.greenlet]) -> None:
+        if event in ("switch", "throw"):
+            self._charge(self._who(args[0]), time.perf_counter())
+
+    def _charge(self, who: str, now: float) -> None:
+        """The run that ends ``now`` (since the last switch or phase change) belongs to ``who``."""
+        ran = now - self._switched_at
+        own = ran - self._gc_in_run
+        self._switched_at = now
+        self._gc_in_run = 0.0
+        if ran > self.longest_run.get(who, 0.0):
+            self.longest_run[who] = ran
+        if own > self.longest_run_without_gc.get(who, 0.0):
+            self.longest_run_without_gc[who] = own
 
     def __enter__(self) -> HubBlockProbe:
+        if self.trace:
+            self._main = greenlet.getcurrent()
+            self._switched_at = time.perf_counter()
+            self._previous_trace = greenlet.settrace(self._on_switch)
+            gc.callbacks.append(self._on_gc)
         self._greenlet = gevent.spawn(self._run)
         gevent.sleep(0)
         return self
@@ -31,3 +118,6 @@ class HubBlockProbe:
     def __exit__(self, *exc: object) -> None:
         if self._greenlet is not None:
             self._greenlet.kill()
+        if self.trace:
+            greenlet.settrace(self._previous_trace)
+            gc.callbacks.remove(self._on_gc)

@@ -185,6 +185,27 @@ BENCHMARKS = [
                 5.0,
                 "includes BLISS's own scan machinery",
             ),
+            Figure(
+                "hub block in those cycles, charged to the tracker's calls",
+                "hub_max_block_tracker_calls_ms",
+                "ms",
+                note="any greenlet's block while a mount/unmount call was running",
+            ),
+            Figure(
+                "longest run of the tracker's own code in those cycles",
+                "longest_run_tracker_code_ms",
+                "ms",
+                "<",
+                5.0,
+                "the main greenlet inside mount/unmount without yielding (greenlet.settrace)",
+            ),
+            Figure(
+                "hub block, loopscan(1, 0) with the tracker off",
+                "hub_max_block_scans_without_tracker_ms",
+                "ms",
+                note="BLISS alone (N/10 scans): its in-process HDF5 writer",
+            ),
+            Figure("longest garbage collection (gen 2)", "longest_gc_ms.2", "ms", note="BLISS's heap"),
             Figure("hub block, mount + unmount cycles only", "hub_max_block_mount_only_ms", "ms", "<", 5.0),
             Figure("mount + unmount cycle time", "mount_unmount_cycle_ms", "ms"),
             Figure("tracker RSS growth over mount/unmount cycles", "rss_growth_mb", "MB", "<", 5.0),
@@ -206,6 +227,103 @@ BENCHMARKS = [
         ],
         note_quick="300 events per run",
         note_full="2,000 events per run",
+    ),
+    Benchmark(
+        "growth",
+        "growth.py",
+        ["--quick"],
+        [],
+        [
+            Figure(
+                "service batch ingest at 100x stored events",
+                "stored_events.100x.batch_events_per_s",
+                "events/s",
+                ">=",
+                5000,
+            ),
+            Figure(
+                "service mounted-now p99 at 100x stored events",
+                "stored_events.100x.mounted_p99_ms",
+                "ms",
+                "<=",
+                10,
+            ),
+            Figure(
+                "service history p99 at 100x stored events",
+                "stored_events.100x.history_p99_ms",
+                "ms",
+                "<=",
+                10,
+            ),
+        ],
+        note_quick="100 / 1,000 / 10,000 stored events; backlogs 10 / 100 / 1,000",
+        note_full="10,000 / 100,000 / 1,000,000 stored events (SQLite); backlogs 1,000 / 10,000 / 100,000",
+    ),
+]
+
+SCALES = ("1x", "10x", "100x")
+
+
+@dataclass
+class Growth:
+    """One line of the growth table: a figure at 1x, 10x and 100x the work."""
+
+    name: str
+    benchmark: str
+    path: str  # dotted keys, ``{scale}`` replaced by 1x, 10x, 100x
+    unit: str
+    work: str  # what grows, and its sizes (full run)
+
+
+GROWTH = [
+    Growth(
+        "service batch ingest",
+        "growth",
+        "stored_events.{scale}.batch_events_per_s",
+        "events/s",
+        "stored events 10k / 100k / 1M",
+    ),
+    Growth(
+        "service mounted-now p99",
+        "growth",
+        "stored_events.{scale}.mounted_p99_ms",
+        "ms",
+        "stored events 10k / 100k / 1M",
+    ),
+    Growth(
+        "service history p99 (random sample)",
+        "growth",
+        "stored_events.{scale}.history_p99_ms",
+        "ms",
+        "stored events 10k / 100k / 1M",
+    ),
+    Growth(
+        "one sample's history p50",
+        "growth",
+        "stored_events.{scale}.one_sample_history_p50_ms",
+        "ms",
+        "its history: 10 / 100 / 1,000 events",
+    ),
+    Growth(
+        "outbox drain (batches of 200)",
+        "growth",
+        "backlog.{scale}.drain_events_per_s",
+        "events/s",
+        "backlog 1k / 10k / 100k events",
+    ),
+    Growth(
+        "mount + loopscan(1, 0) + unmount cycle",
+        "hub_block_cycles",
+        "growth_scan_cycle_ms.{scale}",
+        "ms",
+        "after 10 / 100 / 1,000 cycles",
+    ),
+    Growth(
+        "mount + unmount cycle",
+        "hub_block_cycles",
+        "growth_mount_cycle_ms.{scale}",
+        "ms",
+        "after 100 / 1,000 / 10,000 cycles (history capped at 1,000, outbox backlog grows)",
     ),
 ]
 
@@ -312,6 +430,32 @@ def collect(bench: Benchmark, result: dict[str, Any], quick: bool) -> list[dict[
     return rows
 
 
+def growth_rows(runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The growth table: each series at 1x, 10x, 100x and the ratio 100x / 1x."""
+    rows = []
+    for growth in GROWTH:
+        run = runs.get(growth.benchmark)
+        if run is None:
+            continue
+        values: list[float | None] = []
+        for scale in SCALES:
+            try:
+                values.append(float(lookup(run["raw"], growth.path.format(scale=scale))))
+            except (KeyError, TypeError, ValueError):
+                values.append(None)
+        first, last = values[0], values[-1]
+        rows.append(
+            {
+                "figure": growth.name,
+                "work": growth.work,
+                "unit": growth.unit,
+                "values": dict(zip(SCALES, values, strict=True)),
+                "ratio_100x_1x": last / first if first and last is not None else None,
+            }
+        )
+    return rows
+
+
 def shown(value: float | None, unit: str) -> str:
     if value is None:
         return "n/a"
@@ -338,6 +482,18 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {row['figure']} | {row['target']} | {shown(row['value'], row['unit'])} | {result} "
             f"| {row['note']} |"
         )
+    if report.get("growth"):
+        lines += [
+            "",
+            "Growth (sizes of the full run; `--quick` divides them by 100):",
+            "",
+            "| figure | grows with | 1x | 10x | 100x | 100x / 1x |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in report["growth"]:
+            values = " | ".join(shown(v, row["unit"]) for v in row["values"].values())
+            ratio = "n/a" if row["ratio_100x_1x"] is None else f"{row['ratio_100x_1x']:.2f}"
+            lines.append(f"| {row['figure']} | {row['work']} | {values} | {ratio} |")
     lines += ["", "| benchmark | arguments | seconds | status |", "|---|---|---|---|"]
     for name, run in report["runs"].items():
         status = run.get("error", "ok")
@@ -372,6 +528,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_script(bench, args.quick, out)
         report["runs"][bench.name] = result
         report["figures"] += collect(bench, result, args.quick)
+    report["growth"] = growth_rows(report["runs"])
     report["seconds"] = round(time.monotonic() - started, 1)
 
     (out / "report.json").write_text(json.dumps(report, indent=2))
