@@ -6,6 +6,7 @@ outside BLISS.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -44,8 +45,8 @@ class ObjectConfig:
 
     def positive(self, key: str, default: float) -> float:
         value = self.get(key, float, default)
-        if value <= 0:
-            raise self.error(key, f"must be > 0, got {value!r}")
+        if not 0 < value < math.inf:  # NaN and .inf too: a wait must end
+            raise self.error(key, f"must be > 0 (and finite), got {value!r}")
         return value
 
     def text_bytes(self, key: str, default: bytes | None) -> bytes | None:
@@ -62,15 +63,19 @@ class ObjectConfig:
         return encoded
 
     def string_list(self, key: str) -> tuple[str, ...]:
-        value = self.config.get(key) or []
+        """A list of strings; one string is a list of one; missing or empty is ()."""
+        value = self.config.get(key)
+        if value is None or value == "":
+            return ()
         if isinstance(value, str):
-            value = [value]
-        if not all(isinstance(v, str) for v in value):
+            return (value,)
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
             raise self.error(key, f"must be a list of strings, got {value!r}")
         return tuple(value)
 
     def check_known(self, known: set[str]) -> None:
         """Refuse keys that nothing reads: a typo must not silently keep a default."""
-        unknown = sorted(set(self.config) - known - {"name", "class", "plugin", "package", "module"})
+        ignored = {"name", "class", "plugin", "package", "module"}
+        unknown = sorted(set(self.config) - known - ignored, key=str)  # YAML keys may be numbers
         if unknown:
             raise self.error(unknown[0], f"is not a known key (known: {', '.join(sorted(known))})")

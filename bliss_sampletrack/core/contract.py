@@ -6,6 +6,8 @@ shared contract folder); a test keeps it identical to ``../shared/contract/event
 The JSON schema is checked with ``jsonschema``, plus the contract rules a schema cannot say or
 that ``jsonschema`` does not check without optional packages:
 - ``occurred_at`` is a real UTC instant (the pattern alone accepts month 13);
+- a ``pattern`` matches the whole text, as JSON Schema (ECMA-262) means it: ``jsonschema`` uses
+  Python's ``re.search``, whose ``$`` also matches before a final newline (``"id23-1\\n"``);
 - a no-read string (``ERROR``, ``NOREAD``) is never a barcode;
 - ``mount_event_id`` only on ``unmounted`` events; an ``ERROR`` event says why.
 """
@@ -13,6 +15,7 @@ that ``jsonschema`` does not check without optional packages:
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
@@ -40,13 +43,28 @@ def _validator() -> Draft202012Validator:
     return Draft202012Validator(event_schema(), format_checker=FormatChecker())
 
 
+@cache
+def _patterns() -> tuple[tuple[tuple[str, ...], re.Pattern[str]], ...]:
+    """(path, compiled pattern) of every string property with a ``pattern`` in the schema."""
+
+    def walk(schema: dict[str, Any], path: tuple[str, ...]) -> list[tuple[tuple[str, ...], re.Pattern[str]]]:
+        found = [(path, re.compile(schema["pattern"]))] if "pattern" in schema else []
+        for name, sub in schema.get("properties", {}).items():
+            found += walk(sub, (*path, name))
+        return found
+
+    return tuple(walk(event_schema(), ()))
+
+
 def format_timestamp(moment: datetime) -> str:
     """RFC 3339 UTC with microseconds and ``Z``, as the contract wants; naive datetimes refused."""
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError(
             f"timestamp {moment.isoformat()} has no time zone; use datetime.now(UTC) or an aware datetime"
         )
-    return moment.astimezone(UTC).strftime(TIMESTAMP_FORMAT)
+    utc = moment.astimezone(UTC)
+    # the year by hand: strftime's %Y does not pad years before 1000 to four digits on Linux
+    return f"{utc.year:04d}-" + utc.strftime(TIMESTAMP_FORMAT.removeprefix("%Y-"))
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -80,6 +98,13 @@ def _problem(error: ValidationError) -> str:
 
 def contract_errors(data: Any) -> dict[str, str]:
     """Every contract violation of ``data``, as ``{field path: problem}`` (empty when valid)."""
+    try:
+        return _contract_errors(data)
+    except RecursionError:  # jsonschema's messages hold the repr() of the bad value
+        return {"(event)": "nested too deeply to be an event"}
+
+
+def _contract_errors(data: Any) -> dict[str, str]:
     errors: dict[str, str] = {}
     for error in sorted(_validator().iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
@@ -93,6 +118,19 @@ def contract_errors(data: Any) -> dict[str, str]:
         errors.setdefault(_field_name(error), _problem(error))
     if not isinstance(data, dict):
         return errors
+    for path, pattern in _patterns():
+        value: Any = data
+        for name in path:
+            value = value.get(name) if isinstance(value, dict) else None
+        where = ".".join(path)
+        if isinstance(value, str) and where not in errors and not pattern.fullmatch(value):
+            problem = f"{value[:80]!r} does not match {pattern.pattern!r}"
+            if path[-1] == "barcode":
+                problem = (
+                    f"{value[:80]!r} is not a barcode: printable ASCII, 1 to 64 characters, "
+                    "no leading or trailing space"
+                )
+            errors[where] = problem
     occurred_at = data.get("occurred_at")
     if isinstance(occurred_at, str) and "occurred_at" not in errors:
         try:

@@ -172,6 +172,7 @@ class Event:
     def from_json(cls, text: str | bytes) -> Event:
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InvalidEventError({"(body)": f"not JSON: {exc}"}) from None
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, bytes not UTF-8, deep nesting
+            problem = str(exc) if isinstance(exc, ValueError) else "nested too deeply"
+            raise InvalidEventError({"(body)": f"not JSON: {problem}"[:300]}) from None
         return cls.from_dict(data)

@@ -22,10 +22,15 @@ class ReaderConfig(ObjectConfig):
             url = node.get("url")
             if not isinstance(url, str) or not url:
                 raise self.error("tcp.url", f"must be 'host:port', got {url!r}")
-            host, _, port_text = url.removeprefix("tcp://").rpartition(":")
-            if not host:
+            host, colon, port_text = url.removeprefix("tcp://").rpartition(":")
+            if not colon:
                 host, port_text = port_text, str(default_tcp_port or "")
-            if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            if not host.strip():
+                raise self.error("tcp.url", f"must be 'host:port' with a host name, got {url!r}")
+            # isascii: str.isdigit() is also true of "²", which int() refuses
+            if not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5) or not (
+                0 < int(port_text) < 65536
+            ):
                 raise self.error("tcp.url", f"must be 'host:port' with a port number, got {url!r}")
             return TcpTransport(self.name, host, int(port_text))
         node = self._node("serial")

@@ -22,6 +22,9 @@ class LineSplitter:
     With a CR terminator, an LF right after it is tolerated (devices set to CR LF by mistake).
     An over-long line produces one :class:`ReaderProtocolError`; its bytes are dropped up to the
     next terminator, so one flood costs one error, not a stream of fragments taken for codes.
+    An unterminated line is reported as soon as it is certainly over-long: more than
+    ``max_length`` bytes besides a possible partial terminator at its end, so the result never
+    depends on where the stream was split into chunks.
     """
 
     def __init__(self, reader: str, terminator: bytes, max_length: int = DEFAULT_MAX_LINE) -> None:
@@ -51,12 +54,20 @@ class LineSplitter:
                 out.append(self._overlong(line))
                 continue
             out.append(line)
-        if len(self._buffer) > self.max_length and not self._discarding:
+        if not self._discarding and self._pending_length() > self.max_length:
             out.append(self._overlong(bytes(self._buffer)))
             self._discarding = True
         if self._discarding:
-            self._buffer.clear()
+            # keep what may be the start of the terminator that ends the flood
+            del self._buffer[: max(0, len(self._buffer) - (len(self.terminator) - 1))]
         return out
+
+    def _pending_length(self) -> int:
+        """The fewest data bytes the buffered, unterminated line can have once it ends."""
+        pending = len(self._buffer) - (len(self.terminator) - 1)  # a partial terminator at the end
+        if self.terminator == b"\r" and self._buffer.startswith(b"\n"):
+            pending -= 1  # the tolerated LF of a previous CR LF
+        return pending
 
     def clear(self) -> None:
         self._buffer.clear()
