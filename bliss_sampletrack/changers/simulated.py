@@ -27,6 +27,8 @@ Steering the simulation (each failure applies to the next action of its kind onl
 - ``sc.fail_next("timeout")``: the robot hangs until the action's timeout;
 - ``sc.fail_next("no_pin_detected")``: the load reports success, the presence sensor sees nothing;
 - ``sc.fail_next("pin_stays")``: the unload reports success, the sensor still sees a pin;
+- ``sc.fail_next("robot_error")``: the robot's controller raises an error between pick and put
+  (``action="unload"``: while unloading); the pin is in the gripper, the robot in fault;
 - ``sc.mislabel("1:01", "THA-0003")``: the pin at 1:01 physically carries another label than
   the contents say (the gripper's reader reads the physical one);
 - ``sc.set_presence(True)``: a hand puts a pin on the goniometer (``False``: takes it away);
@@ -40,7 +42,9 @@ is in the ``LOADED`` event for the link's cross-check. The reader should be a ``
 Caveats: one action at a time (a second caller gets ``ChangerBusyError`` instead of waiting
 behind a robot that may take minutes). A failure puts the robot in fault, as real ones do: it
 refuses to move until ``recover()``, which puts a pin still in the gripper back in its puck (a
-dropped pin stays lost; ``reset()`` reloads the configured contents).
+dropped pin stays lost; ``reset()`` reloads the configured contents). Anything that interrupts a
+moving robot (Ctrl-C, a killed greenlet, an error) is such a failure: reported (``LOAD_FAILED``
+or ``UNLOAD_FAILED``) before it propagates; an error is raised as ``MountFailedError``.
 """
 
 from __future__ import annotations
@@ -98,6 +102,7 @@ class Failure(StrEnum):
     TIMEOUT = "timeout"
     NO_PIN_DETECTED = "no_pin_detected"
     PIN_STAYS = "pin_stays"
+    ROBOT_ERROR = "robot_error"
 
 
 #: the actions each failure can apply to; the first is the default
@@ -106,7 +111,28 @@ FAILURE_ACTIONS: dict[Failure, tuple[str, ...]] = {
     Failure.TIMEOUT: ("load", "unload"),
     Failure.NO_PIN_DETECTED: ("load",),
     Failure.PIN_STAYS: ("unload",),
+    Failure.ROBOT_ERROR: ("load", "unload"),
 }
+
+
+class RobotControllerError(RuntimeError):
+    """What the simulated robot's controller raises for ``fail_next("robot_error")``."""
+
+
+def _cause(exc: Exception) -> Exception | None:
+    """The cause to chain: the robot's own error; none for ours (their message says it all)."""
+    return None if isinstance(exc, MountFailedError) else exc
+
+
+def _interruption(exc: BaseException) -> str:
+    """What stopped the robot, for records: the failure itself, or the exception's type and text."""
+    if isinstance(exc, MountFailedError):
+        return exc.reason
+    text = str(exc)
+    what = type(exc).__name__
+    if isinstance(exc, KeyboardInterrupt | gevent.GreenletExit):
+        return f"interrupted ({what}) while the robot was moving"
+    return f"{what}: {text}" if text else what
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,10 +461,12 @@ class SimulatedChanger:
                     raise MountFailedError("the pin was dropped midway; nothing is on the goniometer")
                 if failure is Failure.TIMEOUT:
                     gevent.sleep(timeout + 1.0)  # the robot hangs; the Timeout above ends it
+                if failure is Failure.ROBOT_ERROR:
+                    raise RobotControllerError("gripper axis fault between pick and put (simulated)")
                 gevent.sleep(self.load_time / 2)
-        except MountFailedError as exc:
+        except BaseException as exc:  # Ctrl-C and kills too: the pin may be anywhere, say so
             self._fault = f"the failed load of {address}"
-            message = str(exc)
+            message = _interruption(exc)
             self._emit(
                 ChangerEventKind.LOAD_FAILED,
                 started_at=start,
@@ -449,11 +477,9 @@ class SimulatedChanger:
                 message=message,
                 **ids,
             )
-            raise type(exc)(
-                f"changer {self.name!r}: load of {address} failed: {message}; call {self.name}.recover() "
-                "once the hutch is checked",
-                reason=message,
-            ) from None
+            if not isinstance(exc, Exception):
+                raise  # Ctrl-C or a kill: reported above, and it still stops the caller
+            raise self._failed(exc, f"load of {address}", message) from _cause(exc)
         self._gripper = None
         self._mounted = (address, pin)
         self._present = failure is not Failure.NO_PIN_DETECTED
@@ -486,10 +512,12 @@ class SimulatedChanger:
                     )
                 if failure is Failure.TIMEOUT:
                     gevent.sleep(timeout + 1.0)
+                if failure is Failure.ROBOT_ERROR:
+                    raise RobotControllerError("gripper axis fault while unloading (simulated)")
                 gevent.sleep(self.unload_time / 2)
-        except MountFailedError as exc:
+        except BaseException as exc:  # Ctrl-C and kills too: the pin may still be on, say so
             self._fault = f"the failed unload of {address}"
-            message = str(exc)
+            message = _interruption(exc)
             self._emit(
                 ChangerEventKind.UNLOAD_FAILED,
                 started_at=start,
@@ -497,15 +525,23 @@ class SimulatedChanger:
                 message=message,
                 **ids,
             )
-            raise type(exc)(
-                f"changer {self.name!r}: unload of {address} failed: {message}; call {self.name}.recover() "
-                "once the hutch is checked",
-                reason=message,
-            ) from None
+            if not isinstance(exc, Exception):
+                raise
+            raise self._failed(exc, f"unload of {address}", message) from _cause(exc)
         self._mounted = None
         self._pins[address] = pin
         self._present = failure is Failure.PIN_STAYS
         self._emit(ChangerEventKind.UNLOADED, started_at=start, present=self.sample_present, **ids)
+
+    def _failed(self, exc: Exception, what: str, message: str) -> MountFailedError:
+        """The error raised for a failed action: a MountFailedError (ours keep their type) naming
+        the changer and what to do."""
+        kind = type(exc) if isinstance(exc, MountFailedError) else MountFailedError
+        return kind(
+            f"changer {self.name!r}: {what} failed: {message}; call {self.name}.recover() "
+            "once the hutch is checked",
+            reason=message,
+        )
 
     def __close__(self) -> None:  # BLISS calls it when the session closes; the reader is not ours
         pass

@@ -11,12 +11,21 @@ Caveats:
 - A triggered read takes the first result line after the trigger. Lines that arrived before the
   trigger are dropped (and logged), so a stale code is never taken for the new one.
 - ``OK,<cmd>``-style acknowledgements are skipped whether or not the model sends them.
+- Memory is bounded whatever the device sends: a line is at most ``max_line`` bytes (framing),
+  and each ``stream()`` follower keeps at most :data:`STREAM_QUEUE` outcomes. A follower that
+  falls behind a flood loses the *oldest* ones (counted, logged): the latest code always wins.
+- A flood does not hold the gevent hub: the pump yields after each chunk it reads.
+- A frame left unfinished (no terminator) for :data:`POLL_S` is dropped (logged): a device that
+  lost power mid-frame and came back must not glue its old fragment to its next code.
+- Log records about lines (garbage, nobody waiting, dropped outcomes) are throttled to one per
+  kind and second, with the count of those suppressed: a flood cannot flood the log.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Iterator
 from dataclasses import replace
 
 import gevent
@@ -39,7 +48,66 @@ from bliss_sampletrack.readers.transports import Transport
 
 log = logging.getLogger(__name__)
 
-POLL_S = 0.5  # how often an idle pump wakes up to notice close()
+POLL_S = 0.5  # how often an idle pump wakes up to notice close(); also the longest gap in a frame
+STREAM_QUEUE = 1000  # outcomes kept for a stream() follower that does not keep up
+LOG_EVERY_S = 1.0  # at most one log record per kind of line problem and per second
+
+
+class _Subscription:
+    """One consumer's bounded queue of outcomes.
+
+    ``keep_latest``: when full, drop the oldest outcome (a follower behind a flood still ends on
+    the newest code); otherwise ignore new ones (a triggered read wants the first result)."""
+
+    def __init__(self, maxsize: int, keep_latest: bool) -> None:
+        self.queue: gevent.queue.Queue[ReadOutcome] = gevent.queue.Queue(maxsize)
+        self.keep_latest = keep_latest
+        self.dropped = 0
+
+    def put(self, outcome: ReadOutcome) -> None:
+        if self.queue.full():
+            self.dropped += 1
+            if not self.keep_latest:
+                return
+            self.queue.get_nowait()
+        self.queue.put_nowait(outcome)
+
+
+class _Throttle:
+    """At most one record per kind every ``interval`` s; the next one says how many were suppressed."""
+
+    def __init__(self, interval: float = LOG_EVERY_S) -> None:
+        self.interval = interval
+        self._next: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def log(self, level: int, kind: str, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now < self._next.get(kind, 0.0):
+            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+            return
+        self._next[kind] = now + self.interval
+        suppressed = self._suppressed.pop(kind, 0)
+        if suppressed:
+            message += " (%d similar record(s) suppressed in the last %g s)"
+            args = (*args, suppressed, self.interval)
+        log.log(level, message, *args)
+
+
+def _fresh_now() -> float:
+    """The hub's clock, brought up to date first. After the process did something blocking (a long
+    computation in the shell), the loop's cached time lags behind: a timeout started from it would
+    expire at once, and a read would fail without waiting for the reader."""
+    loop = gevent.get_hub().loop
+    loop.update_now()
+    return loop.now()
+
+
+def _unfinished(data: bytes, terminator: bytes, limit: int) -> bytes:
+    """The bytes after the last terminator in ``data`` (at most ``limit`` + 1 of them)."""
+    end = data.rfind(terminator)
+    rest = data if end < 0 else data[end + len(terminator) :]
+    return rest[-(limit + 1) :]
 
 
 class Backoff:
@@ -84,7 +152,8 @@ class LineReader:
         self._connected = gevent.event.Event()
         self._last_error: str | None = None
         self._last_read: BarcodeRead | None = None
-        self._subscribers: list[Callable[[ReadOutcome], None]] = []
+        self._subscribers: list[_Subscription] = []
+        self._throttle = _Throttle()
         self._pump: gevent.Greenlet | None = None
         self._trigger_lock = gevent.lock.Semaphore()
         self.reconnections = 0
@@ -109,7 +178,7 @@ class LineReader:
                 "use stream() or configure 'trigger' in its YAML"
             )
         timeout = self.timeout if timeout is None else timeout
-        deadline = gevent.get_hub().loop.now() + timeout
+        deadline = _fresh_now() + timeout
         with self._trigger_lock:  # one triggered read at a time: results are not tagged
             self._ensure_pump()
             if not self._connected.wait(timeout):
@@ -117,25 +186,28 @@ class LineReader:
                     f"reader {self.name!r} not connected to {self.transport.url} after {timeout:g} s"
                     + (f": {self._last_error}" if self._last_error else "")
                 )
-            queue: gevent.queue.Queue[ReadOutcome] = gevent.queue.Queue()
-            self._subscribers.append(queue.put)
+            subscription = _Subscription(1, keep_latest=False)
+            self._subscribers.append(subscription)
             try:
                 self.transport.write(self.dialect.trigger, timeout)
-                outcome = self._first_result(queue, deadline)
+                outcome = self._first_result(subscription.queue, deadline)
             except ReaderTimeout:
                 self._stop_reading()
                 raise
+            except ReaderConnectionError as exc:  # the trigger could not be sent
+                raise ReaderConnectionError(f"{exc}; {self._advice()}") from None
             finally:
-                self._subscribers.remove(queue.put)
+                self._subscribers.remove(subscription)
         if isinstance(outcome, SampleTrackError):
             raise outcome
         return outcome
 
     def stream(self, timeout: float | None = None) -> Iterator[ReadOutcome]:
         self._ensure_pump()
-        queue: gevent.queue.Queue[ReadOutcome] = gevent.queue.Queue()
-        self._subscribers.append(queue.put)
-        deadline = None if timeout is None else gevent.get_hub().loop.now() + timeout
+        subscription = _Subscription(STREAM_QUEUE, keep_latest=True)
+        queue = subscription.queue
+        self._subscribers.append(subscription)
+        deadline = None if timeout is None else _fresh_now() + timeout
         try:
             while self._pump is not None:
                 wait = POLL_S if deadline is None else min(POLL_S, deadline - gevent.get_hub().loop.now())
@@ -146,12 +218,13 @@ class LineReader:
                 except gevent.queue.Empty:
                     continue
         finally:
-            if queue.put in self._subscribers:
-                self._subscribers.remove(queue.put)
+            if subscription in self._subscribers:
+                self._subscribers.remove(subscription)
 
     def connect(self, timeout: float | None = None) -> None:
         """Start the connection now (otherwise the first read does); wait until connected."""
         timeout = self.connect_timeout if timeout is None else timeout
+        _fresh_now()
         self._ensure_pump()
         if not self._connected.wait(timeout):
             raise ReaderConnectionError(
@@ -224,12 +297,32 @@ class LineReader:
     def _publish(self, outcome: ReadOutcome) -> None:
         if isinstance(outcome, SampleTrackError):
             self._last_error = str(outcome)
+            if not isinstance(outcome, NoReadError | ReaderConnectionError):  # garbage, over-long, refused
+                self._throttle.log(logging.WARNING, "bad line", "%s (from %s)", outcome, self.transport.url)
         else:
             self._last_read = outcome
         if not self._subscribers:
-            log.info("reader %r: nobody waiting for %s", self.name, outcome)
-        for deliver in list(self._subscribers):
-            deliver(outcome)
+            self._throttle.log(
+                logging.INFO, "unwaited", "reader %r: nobody waiting for %s", self.name, outcome
+            )
+        for subscription in list(self._subscribers):
+            dropped = subscription.dropped
+            subscription.put(outcome)
+            if subscription.dropped > dropped and subscription.keep_latest:
+                self._throttle.log(
+                    logging.WARNING,
+                    "dropped",
+                    "reader %r: a follower is %d outcomes behind; the oldest are dropped (%d so far)",
+                    self.name,
+                    STREAM_QUEUE,
+                    subscription.dropped,
+                )
+
+    def _advice(self) -> str:
+        return (
+            f"check that the reader is powered on and reachable at {self.transport.url} (cable, "
+            "network, another program holding its port); it reconnects by itself"
+        )
 
     def _run(self) -> None:
         splitter = LineSplitter(self.name, self.dialect.terminator, self.max_line)
@@ -239,9 +332,9 @@ class LineReader:
             try:
                 self.transport.open(self.connect_timeout)
             except ReaderConnectionError as exc:
-                self._last_error = str(exc)
                 delay = self.backoff.failed()
-                log.warning("%s; retrying in %.1f s", exc, delay)
+                self._last_error = f"{exc}; {self._advice()} (next attempt in {delay:.1f} s)"
+                log.warning("%s", self._last_error)
                 gevent.sleep(delay)
                 continue
             if not first:
@@ -255,19 +348,42 @@ class LineReader:
                 self._pump_lines(splitter)
             except ReaderConnectionError as exc:
                 self._set_state(ConnectionState.CONNECTING)
-                self._publish(exc)
-                gevent.sleep(self.backoff.failed())
+                delay = self.backoff.failed()
+                lost = ReaderConnectionError(f"{exc}; {self._advice()} (next attempt in {delay:.1f} s)")
+                log.warning("%s", lost)
+                self._publish(lost)
+                gevent.sleep(delay)
 
     def _pump_lines(self, splitter: LineSplitter) -> None:
+        terminator = self.dialect.terminator
+        unfinished = b""  # bytes of a frame still waiting for its terminator
         while True:
             try:
                 data = self.transport.read_some(POLL_S)
             except ReaderTimeout:
+                if unfinished:
+                    self._drop_unfinished(unfinished, splitter)
+                    unfinished = b""
                 continue
+            unfinished = _unfinished(unfinished + data, terminator, self.max_line)
             for item in splitter.feed(data):
                 outcome = item if isinstance(item, SampleTrackError) else self._outcome(item)
                 if outcome is not None:
                     self._publish(outcome)
+            gevent.sleep(0)  # a device sending without pause must not hold the hub
+
+    def _drop_unfinished(self, unfinished: bytes, splitter: LineSplitter) -> None:
+        """A frame stalled for POLL_S: the device stopped mid-frame (power cut, cable). Its bytes
+        must not be glued to the device's next frame, which would make a code of two halves."""
+        splitter.clear()
+        if not unfinished.strip(b"\r\n") or len(unfinished) > self.max_line:
+            return  # a stray CR/LF, or an over-long line the splitter already reported
+        self._last_error = (
+            f"reader {self.name!r} ({self.transport.url}) stopped in the middle of a frame: "
+            f"{unfinished[:40]!r} without terminator {self.dialect.terminator!r} for "
+            f"{POLL_S:g} s, dropped (no code is taken from a partial frame)"
+        )
+        log.warning("%s", self._last_error)
 
     def _outcome(self, line: bytes) -> ReadOutcome | None:
         """The result a line carries; None for an acknowledgement, which is no result."""

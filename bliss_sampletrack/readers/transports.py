@@ -23,6 +23,9 @@ from bliss_sampletrack.errors import ReaderConnectionError, ReaderTimeout
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 4096
+#: TCP keepalive: first probe after 10 s of silence, then every 5 s, dead after 3 unanswered
+KEEPALIVE = (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
+KEEPALIVE_S = 10 + 5 * 3
 
 
 class Transport(Protocol):
@@ -73,6 +76,12 @@ class TcpTransport:
                 f"reader {self.reader!r}: cannot connect to {self.url}: {exc}"
             ) from None
         sock.setsockopt(gevent.socket.IPPROTO_TCP, gevent.socket.TCP_NODELAY, 1)
+        # a reader that loses power sends no FIN: without traffic (continuous mode) the connection
+        # would look alive forever; keepalive probes find it dead within about KEEPALIVE_S
+        sock.setsockopt(gevent.socket.SOL_SOCKET, gevent.socket.SO_KEEPALIVE, 1)
+        for option, value in KEEPALIVE:
+            if hasattr(gevent.socket, option):  # Linux names; other systems keep their defaults
+                sock.setsockopt(gevent.socket.IPPROTO_TCP, getattr(gevent.socket, option), value)
         self._sock = sock
 
     def close(self) -> None:

@@ -16,11 +16,22 @@ NO_READ = object()  # the family's no-read answer
 SILENCE = object()  # no answer at all (the read times out)
 
 
+@dataclass(frozen=True)
+class PowerCut:
+    """An answer that is a power cut: send ``partial`` (the start of a frame, no terminator), then
+    the device dies on the spot (silent, see ``power_cut()``); ``vanish_after`` seconds later, if
+    given, it vanishes altogether (``power_off()``: connections closed, tty unplugged)."""
+
+    partial: bytes = b""
+    vanish_after: float | None = None
+
+
 @dataclass
 class Behaviour:
     """What the simulated device does at its next triggers (shared by all its connections)."""
 
-    answers: deque[object] = field(default_factory=deque)  # str codes, NO_READ, SILENCE, bytes (raw)
+    # str codes, NO_READ, SILENCE, PowerCut, or bytes (raw)
+    answers: deque[object] = field(default_factory=deque)
     default: object = NO_READ  # when ``answers`` is empty: nothing in front of the reader
     delay: float = 0.0  # seconds between trigger and answer (decoding time)
     ack: bool = False  # Keyence models that acknowledge: OK,LON

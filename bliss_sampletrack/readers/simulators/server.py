@@ -2,27 +2,43 @@
 
 ``ReaderSimulator("keyence").start()`` listens on 127.0.0.1 (a free port by default) and speaks
 the device's framing: a driver connects to it exactly as to the real reader. Steer it with
-:meth:`ReaderSimulator.queue` (next codes), ``no_read``, ``silence``, ``garbage``, ``push``
-(an unsolicited code, as in continuous mode), ``behaviour.delay``, :meth:`disconnect` and
-:meth:`power_off`/:meth:`power_on`.
+:meth:`ReaderSimulator.queue` (next codes, or a :class:`PowerCut` mid-answer), ``no_read``,
+``silence``, ``garbage``, ``push`` (an unsolicited code, as in continuous mode), ``flood``,
+``behaviour.delay``, and the faults:
+
+- ``disconnect()``: the connections drop (TCP: closed; serial: the USB adapter re-plugged);
+- ``power_off()``/``power_on()``: the device is gone (TCP: connections closed, nothing listens;
+  serial: the tty disappears) and comes back (same port, same ``link``);
+- ``power_cut()``: the device dies on the spot: silent, commands unheard, but no connection is
+  closed (a dead device sends no FIN; a serial line just goes quiet). ``power_on()`` then resets
+  the old TCP connections, as a rebooted device's network stack answers them.
 
 :class:`SerialSimulator` runs the same device model on the master side of a pseudo-terminal;
-the driver opens :attr:`SerialSimulator.port` (``/dev/pts/N``) like a serial device.
+the driver opens :attr:`SerialSimulator.port` (``/dev/pts/N``, or ``link``: a symlink kept
+pointing at the current pty, like a udev ``/dev/serial/by-id`` name, so the device can come back).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import struct
 import tty
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import gevent
 import gevent.select
 import gevent.server
 import gevent.socket
 
-from bliss_sampletrack.readers.simulators.devices import NO_READ, SILENCE, Behaviour, DeviceModel, model_for
+from bliss_sampletrack.readers.simulators.devices import (
+    NO_READ,
+    SILENCE,
+    Behaviour,
+    DeviceModel,
+    PowerCut,
+    model_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +53,22 @@ class _Device:
         self.behaviour = behaviour or Behaviour()
         self.commands: list[bytes] = []  # every command received, for tests
         self.triggers = 0
+        self.cut = False  # after power_cut(): deaf and silent until power_on()
+        self._tasks: set[gevent.Greenlet] = set()  # floods and power cuts in progress
 
+    # -- what a transport provides ----------------------------------------------------------------
+    def send(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def power_off(self) -> None:
+        raise NotImplementedError
+
+    def power_cut(self) -> None:
+        raise NotImplementedError
+
+    # -- steering ----------------------------------------------------------------------------------
     def queue(self, *answers: object) -> None:
-        """Answers for the next triggers, in order: codes (str), NO_READ, SILENCE or raw bytes."""
+        """Answers for the next triggers, in order: codes (str), NO_READ, SILENCE, PowerCut or raw bytes."""
         self.behaviour.answers.extend(answers)
 
     def no_read(self, count: int = 1) -> None:
@@ -48,7 +77,54 @@ class _Device:
     def silence(self, count: int = 1) -> None:
         self.queue(*([SILENCE] * count))
 
+    def push(self, code: str) -> None:
+        """An unsolicited result, as a reader in continuous/presentation mode sends it."""
+        self.send(self.model.answer(code))
+
+    def garbage(self, data: bytes) -> None:
+        """Raw bytes as they are (garbage, partial or over-long lines)."""
+        self.send(data)
+
+    def flood(
+        self, codes: Sequence[str | bytes], count: int, per_second: float | None = 5000.0, batch: int = 100
+    ) -> gevent.Greenlet:
+        """Send ``count`` lines, cycling through ``codes`` (text: framed as results; bytes: sent as
+        given), about ``per_second`` lines a second (None: as fast as the connection takes them), in
+        writes of ``batch`` lines. Returns the sending greenlet; its value is the lines sent. Ends
+        early when the device loses power or its connections (what was sent so far is the value)."""
+        if not codes or count < 0 or batch < 1:
+            raise ValueError(f"flood needs codes, count >= 0 and batch >= 1, got {codes!r}, {count}, {batch}")
+        frames = [c if isinstance(c, bytes) else self.model.answer(c) for c in codes]
+        task = gevent.spawn(self._flood, frames, count, per_second, batch)
+        self._tasks.add(task)
+        task.link(self._tasks.discard)
+        return task
+
+    def _flood(self, frames: list[bytes], count: int, per_second: float | None, batch: int) -> int:
+        sent = 0
+        while sent < count:
+            size = min(batch, count - sent)
+            chunk = b"".join(frames[(sent + i) % len(frames)] for i in range(size))
+            try:
+                self.send(chunk)
+            except OSError as exc:
+                log.info("%s simulator: flood ended after %d lines: %s", self.model.family, sent, exc)
+                return sent
+            sent += size
+            gevent.sleep(size / per_second if per_second else 0)
+        return sent
+
+    def _stop_tasks(self) -> None:
+        current = gevent.getcurrent()
+        for task in list(self._tasks):
+            if task is not current:
+                task.kill(block=False)
+        self._tasks.clear()
+
     def _handle(self, buffer: bytearray, send: Send) -> None:
+        if self.cut:  # a dead device hears nothing
+            buffer.clear()
+            return
         for command in self.model.split_commands(buffer):
             self.commands.append(command)
             if self.model.is_trigger(command):
@@ -56,7 +132,11 @@ class _Device:
                 for ack in self.model.trigger_ack(command, self.behaviour):
                     send(ack)
                 answer = self.behaviour.next_answer()
-                if answer is not SILENCE:
+                if isinstance(answer, PowerCut):
+                    task = gevent.spawn_later(self.behaviour.delay, self._cut_mid_frame, send, answer)
+                    self._tasks.add(task)
+                    task.link(self._tasks.discard)
+                elif answer is not SILENCE:
                     gevent.spawn_later(
                         self.behaviour.delay, self._send_quietly, send, self.model.answer(answer)
                     )
@@ -64,8 +144,17 @@ class _Device:
                 for reply in self.model.reply(command, self.behaviour):
                     send(reply)
 
-    @staticmethod
-    def _send_quietly(send: Send, data: bytes) -> None:
+    def _cut_mid_frame(self, send: Send, cut: PowerCut) -> None:
+        if cut.partial:
+            self._send_quietly(send, cut.partial)
+        self.power_cut()
+        if cut.vanish_after is not None:
+            gevent.sleep(cut.vanish_after)
+            self.power_off()
+
+    def _send_quietly(self, send: Send, data: bytes) -> None:
+        if self.cut:
+            return  # the answer was being decoded when the power went
         try:
             send(data)
         except OSError as exc:  # the client went away before the answer: as with the real device
@@ -110,13 +199,28 @@ class ReaderSimulator(_Device):
         self.power_off()
 
     def power_off(self) -> None:
-        """Stop listening and drop every connection, like a power cut."""
+        """Stop listening and drop every connection, like a power cut seen by a terminal server."""
+        self._stop_tasks()
         server, self._server = self._server, None
         if server is not None:
             server.close()
         self.disconnect()
+        self.cut = False
+
+    def power_cut(self) -> None:
+        """Die on the spot: stop answering and listening, but leave the connections open (a
+        dead device sends no FIN, so the driver sees silence); :meth:`power_on` resets them."""
+        self._stop_tasks()
+        self.cut = True
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
 
     def power_on(self) -> None:
+        if self.cut:
+            for sock in list(self._clients):  # a rebooted stack answers old connections with a reset
+                self._close_client(sock, reset=True)
+            self.cut = False
         if self._server is None:
             self.start()
 
@@ -125,25 +229,31 @@ class ReaderSimulator(_Device):
         for sock in list(self._clients):
             self._close_client(sock)
 
-    def _close_client(self, sock: gevent.socket.socket) -> None:
+    def _close_client(self, sock: gevent.socket.socket, reset: bool = False) -> None:
         self._clients.discard(sock)
         try:
-            sock.shutdown(gevent.socket.SHUT_RDWR)
+            if reset:  # linger 0: close() sends RST instead of FIN
+                sock.setsockopt(gevent.socket.SOL_SOCKET, gevent.socket.SO_LINGER, struct.pack("ii", 1, 0))
+            else:
+                sock.shutdown(gevent.socket.SHUT_RDWR)
         except OSError:
             pass  # already closed by the peer
         sock.close()
 
     def send(self, data: bytes) -> None:
-        """Send raw bytes to every connected client (garbage, floods, partial lines)."""
-        for sock in list(self._clients):
-            sock.sendall(data)
-
-    def push(self, code: str) -> None:
-        """An unsolicited result, as a reader in continuous/presentation mode sends it."""
-        self.send(self.model.answer(code))
-
-    def garbage(self, data: bytes) -> None:
-        self.send(data)
+        """Send raw bytes to every connected client (garbage, floods, partial lines); a client
+        that went away is dropped, as the device would. Nothing is sent after a power cut."""
+        if self.cut:
+            return
+        clients = list(self._clients)
+        if not clients and self._server is None:
+            raise OSError(f"{self.model.family} simulator on {self.url} is powered off")
+        for sock in clients:
+            try:
+                sock.sendall(data)
+            except OSError as exc:
+                log.debug("simulator: client gone while sending: %s", exc)
+                self._close_client(sock)
 
     def _serve(self, sock: gevent.socket.socket, address: tuple[str, int]) -> None:
         self.connections += 1
@@ -170,26 +280,53 @@ class ReaderSimulator(_Device):
 
 
 class SerialSimulator(_Device):
-    """A reader family's simulator on the master side of a pseudo-terminal (a real tty pair)."""
+    """A reader family's simulator on the master side of a pseudo-terminal (a real tty pair).
 
-    def __init__(self, family: str, behaviour: Behaviour | None = None, **options: object) -> None:
+    ``link``: a path kept as a symlink to the current pty (removed while unplugged), which the
+    driver opens instead of ``/dev/pts/N``, so that after :meth:`power_off`/:meth:`power_on` or
+    :meth:`disconnect` the device is found again at the same name (a new pty each time).
+    """
+
+    def __init__(
+        self, family: str, behaviour: Behaviour | None = None, link: str | None = None, **options: object
+    ) -> None:
         super().__init__(family, behaviour, **options)
+        self.link = link
         self._master: int | None = None
         self._slave: int | None = None
         self._greenlet: gevent.Greenlet | None = None
-        self.port = ""
+        self._plug = 0  # which plug-in the fds belong to: an fd number may be reused by the next pty
+        self.pts = ""
+
+    @property
+    def port(self) -> str:
+        """What the driver opens: the link if any, else the current pty."""
+        return self.link or self.pts
 
     def start(self) -> SerialSimulator:
         master, slave = os.openpty()
         tty.setraw(slave)  # no echo, no line discipline: bytes as a serial line carries them
         os.set_blocking(master, False)
         self._master, self._slave = master, slave
-        self.port = os.ttyname(slave)
+        self._plug += 1
+        self.pts = os.ttyname(slave)
+        if self.link:
+            fresh = f"{self.link}.new"
+            if os.path.lexists(fresh):
+                os.unlink(fresh)
+            os.symlink(self.pts, fresh)
+            os.replace(fresh, self.link)  # atomic: the driver never sees a half-made link
+        self.cut = False
         self._greenlet = gevent.spawn(self._serve, master)
         return self
 
     def stop(self) -> None:
         """Close the pty: the driver's next read fails, as when a USB adapter is unplugged."""
+        self.power_off()
+
+    def power_off(self) -> None:
+        """Unplugged: the pty is closed (a driver reading it gets EIO) and the link removed."""
+        self._stop_tasks()
         if self._greenlet is not None:
             self._greenlet.kill()
             self._greenlet = None
@@ -197,20 +334,41 @@ class SerialSimulator(_Device):
             if fd is not None:
                 os.close(fd)
         self._master = self._slave = None
+        if self.link and os.path.lexists(self.link):
+            os.unlink(self.link)
+        self.cut = False
+
+    def power_on(self) -> None:
+        """Plugged in again (a new pty at ``link``), or back to life after :meth:`power_cut`."""
+        if self._master is None:
+            self.start()
+        self.cut = False
+
+    def power_cut(self) -> None:
+        """The device dies but the serial line stays: the tty is open and silent."""
+        self._stop_tasks()
+        self.cut = True
+
+    def disconnect(self) -> None:
+        """The USB adapter unplugged and plugged back at once: a new pty (at ``link``)."""
+        self.power_off()
+        self.start()
 
     def send(self, data: bytes) -> None:
-        if self._master is None:
-            raise OSError("serial simulator is stopped")
+        if self.cut:
+            return
+        master, plug = self._master, self._plug
         view = memoryview(data)
         while view:
-            gevent.select.select([], [self._master], [], 1.0)
+            if master is None or self._master != master or self._plug != plug:
+                raise OSError("serial simulator is unplugged")
+            gevent.select.select([], [master], [], 1.0)
+            if self._master != master or self._plug != plug:
+                continue  # unplugged while waiting: said above
             try:
-                view = view[os.write(self._master, view) :]
+                view = view[os.write(master, view) :]
             except BlockingIOError:
                 continue
-
-    def push(self, code: str) -> None:
-        self.send(self.model.answer(code))
 
     def _serve(self, master: int) -> None:
         buffer = bytearray()
@@ -235,4 +393,4 @@ class SerialSimulator(_Device):
         self.stop()
 
 
-__all__ = ["NO_READ", "SILENCE", "Behaviour", "ReaderSimulator", "SerialSimulator"]
+__all__ = ["NO_READ", "SILENCE", "Behaviour", "PowerCut", "ReaderSimulator", "SerialSimulator"]
