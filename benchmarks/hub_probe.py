@@ -42,6 +42,7 @@ class HubBlockProbe:
         self._phase = ""
         self._seen: set[str] = set()
         self._greenlet: gevent.Greenlet | None = None
+        self._sleep_started = time.perf_counter()
 
     @property
     def phase(self) -> str:
@@ -59,13 +60,15 @@ class HubBlockProbe:
     def _run(self) -> None:
         while True:
             self._seen = {self._phase}
-            before = time.perf_counter()
+            self._sleep_started = time.perf_counter()
             gevent.sleep(self.interval)
-            late = time.perf_counter() - before - self.interval
             self.wakeups += 1
-            self.max_block = max(self.max_block, late)
-            for name in self._seen:
-                self.max_by_phase[name] = max(self.max_by_phase.get(name, 0.0), late)
+            self._record(time.perf_counter() - self._sleep_started - self.interval)
+
+    def _record(self, late: float) -> None:
+        self.max_block = max(self.max_block, late)
+        for name in self._seen:
+            self.max_by_phase[name] = max(self.max_by_phase.get(name, 0.0), late)
 
     def _who(self, origin: greenlet.greenlet) -> str:
         if origin is self._main:
@@ -117,6 +120,8 @@ class HubBlockProbe:
 
     def __exit__(self, *exc: object) -> None:
         if self._greenlet is not None:
+            # a block still going on when the measured code returns never woke the probe: count it
+            self._record(time.perf_counter() - self._sleep_started - self.interval)
             self._greenlet.kill()
         if self.trace:
             greenlet.settrace(self._previous_trace)
