@@ -19,6 +19,7 @@ and what to do about it.
     │   └── ReaderProtocolError                   garbage: over-long line, bytes that are not text
     ├── MountRefusedError                         a mount the tracker's policy refuses (unknown barcode)
     ├── ScanRefusedError                          the scan policy refuses a scan (no sample, conflict)
+    ├── TrackerOwnedError                         another BLISS session records this tracker's changes
     └── TestBedError                              the test bed could not start BLISS/beacon/Redis
 
 A reader's no-read is a :class:`NoReadError` (and a malformed code an :class:`InvalidBarcodeError`)
@@ -90,6 +91,16 @@ class MountRefusedError(SampleTrackError):
 
 class ScanRefusedError(SampleTrackError):
     """The tracker's scan policy refuses to start a scan; the message says why and how to fix it."""
+
+
+class TrackerOwnedError(SampleTrackError):
+    """Another BLISS session owns the tracker (its Redis owner key): this one may not write its state.
+
+    ``holder`` describes the owner (session, host, pid, since when), as stored in Redis."""
+
+    def __init__(self, message: str, *, holder: str = "") -> None:
+        super().__init__(message)
+        self.holder = holder
 
 
 class TestBedError(SampleTrackError):

@@ -2,7 +2,10 @@
 
 Used by the pytest fixtures and by ``sampletrack demo``. The server gets:
 - a beacon database folder copied from a config tree (``config_examples/demo_beamline`` by default);
-- Redis configuration copies that bind 127.0.0.1 only and never save to disk;
+- Redis configuration copies that bind 127.0.0.1 only and never save to disk, unless
+  ``redis_persistence`` asks for the README's setting on the settings Redis (where the tracker's
+  state and outbox live): ``appendonly yes``, ``appendfsync everysec``, files in
+  ``<folder>/redis-aof``;
 - unix sockets inside its own folder (beacon's defaults are shared ``/tmp`` paths);
 - its own process session, so that stopping it stops exactly what it started.
 """
@@ -40,11 +43,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _loopback_redis_conf(source: Path, target: Path) -> Path:
-    """Copy a beacon Redis conf, binding loopback only and with RDB snapshots off."""
+def _loopback_redis_conf(source: Path, target: Path, aof_dir: Path | None = None) -> Path:
+    """Copy a beacon Redis conf, binding loopback only and with RDB snapshots off; with
+    ``aof_dir``, the append-only file on (fsync every second) in that folder."""
     text = source.read_text()
-    text = re.sub(r"(?m)^\s*(bind|save|protected-mode)\b.*$", "", text)
+    text = re.sub(r"(?m)^\s*(bind|save|protected-mode|appendonly|appendfsync|dir)\b.*$", "", text)
     text += '\nbind 127.0.0.1\nprotected-mode yes\nsave ""\n'
+    if aof_dir is not None:
+        aof_dir.mkdir(parents=True, exist_ok=True)
+        text += f'appendonly yes\nappendfsync everysec\ndir "{aof_dir}"\n'
     target.write_text(text)
     return target
 
@@ -75,6 +82,13 @@ class BeaconServer:
     process: subprocess.Popen[bytes]
     log_path: Path
     env: dict[str, str] = field(repr=False)
+    redis_persistence: bool = False
+    #: processes started for this server after it (a Redis restarted by a fault test): stopped with it
+    adopted: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
+
+    def adopt(self, process: subprocess.Popen[bytes]) -> None:
+        """Stop ``process`` (its own process group) when this server stops."""
+        self.adopted.append(process)
 
     @property
     def host(self) -> str:
@@ -99,7 +113,15 @@ class BeaconServer:
             return f"(no beacon log: {exc})"
 
     def stop(self) -> None:
-        """SIGTERM the beacon's process group (it and its Redis children), then SIGKILL if needed."""
+        """SIGTERM the beacon's process group (it and its Redis children), then SIGKILL if needed;
+        then the adopted processes."""
+        try:
+            self._stop_beacon()
+        finally:
+            for process in self.adopted:
+                _stop_group(process)
+
+    def _stop_beacon(self) -> None:
         if self.process.poll() is not None:
             return
         pgid = os.getpgid(self.process.pid)
@@ -118,6 +140,24 @@ class BeaconServer:
         except ProcessLookupError:
             pass
         self.process.wait(timeout=STOP_TIMEOUT_S)
+
+
+def _stop_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM then SIGKILL a process started with its own session (and its group)."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        log.warning("pid %d ignored SIGTERM for %.0f s; killing it", process.pid, STOP_TIMEOUT_S)
+    except ProcessLookupError:
+        pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=STOP_TIMEOUT_S)
 
 
 def _wait_ready(server: BeaconServer) -> None:
@@ -166,16 +206,26 @@ def _sleep(seconds: float) -> None:
         gevent.sleep(seconds)
 
 
-def start_beacon(folder: Path, config_tree: Path | None = None, base_port: int | None = None) -> BeaconServer:
+def start_beacon(
+    folder: Path,
+    config_tree: Path | None = None,
+    base_port: int | None = None,
+    *,
+    redis_persistence: bool = False,
+) -> BeaconServer:
     """Start ``beacon-server`` in ``folder`` (created) and wait until it and its Redis answer.
 
     Ports: four free loopback ports, or ``base_port`` .. ``base_port + 3`` (beacon, Redis, data
-    Redis, web) when given, for a demo whose addresses must be known in advance."""
+    Redis, web) when given, for a demo whose addresses must be known in advance.
+    ``redis_persistence``: the settings Redis (tracker state, history, outbox) keeps an
+    append-only file (``appendonly yes``, ``appendfsync everysec``) in ``folder/redis-aof``, as
+    the README recommends for a beamline; off by default (nothing written to disk)."""
     folder.mkdir(parents=True, exist_ok=True)
     db_path = copy_config_tree(folder / "db", config_tree)
     prefix = make_redis_prefix(folder / "redis-prefix")
     conf, data_conf = _bliss_redis_confs()
-    redis_conf = _loopback_redis_conf(conf, folder / "redis.conf")
+    aof_dir = folder / "redis-aof" if redis_persistence else None
+    redis_conf = _loopback_redis_conf(conf, folder / "redis.conf", aof_dir)
     redis_data_conf = _loopback_redis_conf(data_conf, folder / "redis_data.conf")
     if base_port is None:
         port, redis_port, redis_data_port, homepage_port = (free_port() for _ in range(4))
@@ -218,7 +268,9 @@ def start_beacon(folder: Path, config_tree: Path | None = None, base_port: int |
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stop() kills exactly this tree
         )
-    server = BeaconServer(folder, port, redis_port, redis_data_port, homepage_port, process, log_path, env)
+    server = BeaconServer(
+        folder, port, redis_port, redis_data_port, homepage_port, process, log_path, env, redis_persistence
+    )
     _wait_ready(server)
     log.info("beacon-server pid %d ready on %s (db %s)", process.pid, server.host, db_path)
     return server
@@ -226,10 +278,14 @@ def start_beacon(folder: Path, config_tree: Path | None = None, base_port: int |
 
 @contextmanager
 def running_beacon(
-    folder: Path, config_tree: Path | None = None, base_port: int | None = None
+    folder: Path,
+    config_tree: Path | None = None,
+    base_port: int | None = None,
+    *,
+    redis_persistence: bool = False,
 ) -> Iterator[BeaconServer]:
     """Context manager: a beacon server for the duration of the block."""
-    server = start_beacon(folder, config_tree, base_port)
+    server = start_beacon(folder, config_tree, base_port, redis_persistence=redis_persistence)
     try:
         yield server
     finally:

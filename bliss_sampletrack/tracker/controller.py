@@ -16,13 +16,22 @@ Every change is one transaction in the beacon Redis (snapshot, history, outbox: 
 :mod:`bliss_sampletrack.tracker.store`), done before the call returns; a change is then applied
 to the ESRF data policy's ICAT dataset fields when the policy is on. Changes are serialised by a
 lock, so a reader greenlet and a macro cannot interleave two transitions.
+
+One writer per tracker: the first change takes the tracker's owner key in Redis (a TTL of
+``owner_ttl`` s, renewed by a greenlet while held, released by ``close()``). A tracker of the same
+name in another BLISS session (or process) then refuses changes with
+:class:`~bliss_sampletrack.errors.TrackerOwnedError`, naming the owner; ``take_over()`` takes the
+key whoever holds it (for an owner known to be dead). Each commit checks the owner key and the
+state it replaces inside the transaction, so a session that lost its key (paused past the TTL)
+writes nothing, and a tracker whose state changed in Redis under it recomputes the change from
+what Redis holds.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +39,7 @@ from typing import Any
 import gevent
 import gevent.lock
 from bliss.common.utils import typecheck
+from redis.exceptions import RedisError
 
 from bliss_sampletrack.config_node import ObjectConfig
 from bliss_sampletrack.core import Event, Sample, Source, Status
@@ -42,6 +52,7 @@ from bliss_sampletrack.errors import (
     NoReadError,
     ReaderConnectionError,
     SampleTrackError,
+    TrackerOwnedError,
 )
 from bliss_sampletrack.readers.protocol import BarcodeRead, BarcodeReader
 from bliss_sampletrack.tagging import metadata, scan_policy
@@ -50,7 +61,13 @@ from bliss_sampletrack.tagging.scan_tag import sample_tag
 from bliss_sampletrack.tracker import state as machine
 from bliss_sampletrack.tracker.registry import ChainRegistry, ManifestRegistry, SampleRegistry
 from bliss_sampletrack.tracker.state import Change, EventContext, Snapshot, TrackerState
-from bliss_sampletrack.tracker.store import RedisTrackerStore
+from bliss_sampletrack.tracker.store import (
+    OWNER_TTL_S,
+    OwnershipLostError,
+    RedisTrackerStore,
+    StaleStateError,
+    TrackerLease,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +86,12 @@ KEYS = {
     "no_read",
     "delivery",
     "deliver_in_session",
+    "owner_ttl",
 }
+#: attempts at a change whose commit finds the state or the owner key changed under it
+CHANGE_ATTEMPTS = 3
+#: bound on each Redis call of the owner key's renewal greenlet
+LEASE_CALL_TIMEOUT_S = 5.0
 
 
 def _manifest(cfg: ObjectConfig, location: str) -> ManifestRegistry:
@@ -120,19 +142,27 @@ class SampleTracker:
         redis = get_redis_proxy()
         self.outbox = RedisStreamOutbox(redis, self.beamline)
         self.store = RedisTrackerStore(redis, name, self.outbox, cfg.get("history_size", int, 1000))
+        owner_ttl = cfg.get("owner_ttl", float, OWNER_TTL_S)
+        if not 0.5 <= owner_ttl <= 3600:
+            raise cfg.error("owner_ttl", f"must be between 0.5 and 3600 seconds, got {owner_ttl!r}")
+        self._lease = TrackerLease(redis, name, self._session_name(), owner_ttl)
+        self._owning = False  # this object holds the owner key (and renews it)
+        self._keeper: gevent.Greenlet | None = None
         self.delivery = DeliveryManager(self.outbox, clients_from_config(cfg))
         self.deliver_in_session = cfg.get("deliver_in_session", bool, True)
         self._lock = gevent.lock.RLock()
+        self._raw: str | None = None  # the state text in Redis this object's snapshot came from
         self._snapshot = self._restore()
         self._follower: gevent.Greenlet | None = None
         self._tagger: metadata.ScanTagger | None = None
+        self._check_owner()
         self.activate()
 
     # -- lifecycle -------------------------------------------------------------------------------
     def activate(self) -> None:
         """Tag scans, apply the scan policy and follow the reader (done at construction)."""
         if self.tag_scans and self._tagger is None:
-            self._tagger = metadata.ScanTagger(self.name, lambda: sample_tag(self._snapshot, self.name))
+            self._tagger = metadata.ScanTagger(self.name, lambda: sample_tag(self._current(), self.name))
             metadata.install(self._tagger)
         if self.scan_policy != "allow":
             scan_policy.install(self._preset_name, self.scan_refusal)
@@ -143,7 +173,8 @@ class SampleTracker:
             self.delivery.start()
 
     def close(self) -> None:
-        """Stop tagging scans, following the reader and delivering; state and outbox stay in Redis."""
+        """Stop tagging scans, following the reader and delivering, and give up the ownership;
+        state and outbox stay in Redis."""
         self.delivery.stop()
         if self._follower is not None:
             self._follower.kill()
@@ -152,6 +183,7 @@ class SampleTracker:
             metadata.uninstall(self.name)
             self._tagger = None
         scan_policy.uninstall(self._preset_name)
+        self._release()
 
     __close__ = close  # BLISS calls it when the session closes
 
@@ -193,6 +225,26 @@ class SampleTracker:
     def unmount(self) -> None:
         """Record that the sample was removed by hand."""
         self.record_unmount(Source.MANUAL)
+
+    def take_over(self) -> None:
+        """Make this session the tracker's only writer, whoever owned it (use only when the other
+        session is known to be dead or closed: it will be refused from now on)."""
+        with self._lock:
+            previous = self._lease.take_over()
+            self._hold()
+            self._reload("taken over")
+        if previous is not None and previous.token != self._lease.holder.token:
+            self._warn(f"took over from {previous.describe()}")
+        print(f"tracker {self.name!r} is now recorded by this session (state {self.state})")
+
+    def owner(self) -> str:
+        """Who records this tracker's changes now (the owner key in Redis)."""
+        holder = self._lease.current()
+        if holder is None:
+            return "nobody (the next change takes it)"
+        if holder.token == self._lease.holder.token:
+            return f"this session ({holder.describe()})"
+        return holder.describe()
 
     @typecheck
     def read_barcode(self, timeout: int | float | None = None) -> Sample:
@@ -274,28 +326,24 @@ class SampleTracker:
         message: str = "",
     ) -> list[Event]:
         """Record ``sample`` as mounted (the previous one, if any, as unmounted first)."""
-        with self._lock:
-            return self._apply(
-                machine.mount(
-                    self._snapshot, sample, source, self._context(), at=at, status=status, message=message
-                )
-            )
+        ctx = self._context()
+        return self._apply(
+            lambda snap: machine.mount(snap, sample, source, ctx, at=at, status=status, message=message)
+        )
 
     def record_unmount(self, source: Source, *, at: datetime | None = None) -> list[Event]:
-        with self._lock:
-            return self._apply(machine.unmount(self._snapshot, source, self._context(), at=at))
+        ctx = self._context()
+        return self._apply(lambda snap: machine.unmount(snap, source, ctx, at=at))
 
     def set_unknown(self, reason: str) -> None:
-        with self._lock:
-            self._apply(machine.degrade(self._snapshot, TrackerState.UNKNOWN, reason))
+        self._apply(lambda snap: machine.degrade(snap, TrackerState.UNKNOWN, reason))
 
     def set_conflict(self, reason: str) -> None:
-        with self._lock:
-            self._apply(machine.degrade(self._snapshot, TrackerState.CONFLICT, reason))
+        self._apply(lambda snap: machine.degrade(snap, TrackerState.CONFLICT, reason))
 
     def scan_refusal(self) -> str | None:
         """Why the scan policy refuses a scan now, or None."""
-        snap = self._snapshot
+        snap = self._current()
         if self.scan_policy == "allow" or snap.state is TrackerState.MOUNTED:
             return None
         why = f" ({snap.reason})" if snap.reason else ""
@@ -319,14 +367,109 @@ class SampleTracker:
 
     def _restore(self) -> Snapshot:
         try:
-            snapshot = self.store.load()
+            self._raw, snapshot = self.store.read()
         except SampleTrackError as exc:
+            self._raw = self._redis_text(self.store.state_key)
             self._warn(str(exc))
             return Snapshot.initial(str(exc))
         if snapshot is None:
             return Snapshot.initial()
         log.info("tracker %r restored %s from Redis", self.name, snapshot.state)
         return snapshot
+
+    def _current(self) -> Snapshot:
+        """The snapshot a scan is tagged with: this object's while it owns the tracker (every
+        change goes through it), else what Redis holds now (another session may have changed it)."""
+        if self._owning:
+            return self._snapshot
+        with self._lock:
+            try:
+                with gevent.Timeout(LEASE_CALL_TIMEOUT_S, TimeoutError):
+                    raw, snapshot = self.store.read()
+            except (RedisError, OSError, SampleTrackError) as exc:
+                log.warning("tracker %r: cannot read its state from Redis, using its own: %s", self.name, exc)
+                return self._snapshot
+            if raw != self._raw:
+                self._raw, self._snapshot = raw, snapshot or Snapshot.initial()
+            return self._snapshot
+
+    def _redis_text(self, key: str) -> str | None:
+        raw = self.store.redis.get(key)
+        return None if raw is None else raw.decode() if isinstance(raw, bytes) else str(raw)
+
+    def _reload(self, why: str) -> None:
+        before = self._snapshot.state
+        self._snapshot = self._restore()
+        log.warning(
+            "tracker %r: reloaded its state from Redis (%s): %s, was %s",
+            self.name,
+            why,
+            self._snapshot.state,
+            before,
+        )
+
+    @staticmethod
+    def _session_name() -> str:
+        from bliss import current_session
+
+        return current_session.name if current_session is not None else "(no session)"
+
+    # -- ownership: one writing session per tracker ------------------------------------------------
+    def _check_owner(self) -> None:
+        """Say at once when another session owns this tracker (it is taken at the first change)."""
+        try:
+            holder = self._lease.current()
+        except RedisError as exc:
+            self._warn(f"cannot read the owner key {self._lease.key!r}: {exc}")
+            return
+        if holder is not None and holder.token != self._lease.holder.token:
+            self._warn(
+                f"owned by {holder.describe()}: this session will refuse mounts until that session "
+                f"closes it, its claim expires ({self._lease.ttl:g} s after it died), or "
+                f"{self.name}.take_over()"
+            )
+
+    def _own(self) -> None:
+        """Hold the owner key before a change (raises TrackerOwnedError when another session does)."""
+        self._lease.acquire()
+        self._hold()
+
+    def _hold(self) -> None:
+        self._owning = True
+        if self._keeper is None or self._keeper.dead:
+            self._keeper = gevent.spawn(self._keep_lease)
+            self._keeper.name = f"sampletrack-{self.name}-owner"
+
+    def _keep_lease(self) -> None:
+        """Renew the owner key every third of its TTL while this object holds it."""
+        period = self._lease.ttl / 3
+        while self._owning:
+            gevent.sleep(period)
+            try:
+                with gevent.Timeout(LEASE_CALL_TIMEOUT_S, TimeoutError):
+                    kept = self._lease.renew()
+            except (RedisError, OSError) as exc:  # Redis down or slow: try again next period
+                log.warning("tracker %r: cannot renew the owner key %r: %s", self.name, self._lease.key, exc)
+                continue
+            if not kept:
+                self._owning = False
+                self._warn(
+                    f"lost the owner key {self._lease.key!r} (expired: session paused or Redis "
+                    "restarted?); the next change takes it again if no other session has"
+                )
+
+    def _release(self) -> None:
+        if self._keeper is not None:
+            self._keeper.kill(timeout=LEASE_CALL_TIMEOUT_S)
+            self._keeper = None
+        if not self._owning:
+            return
+        self._owning = False
+        try:
+            with gevent.Timeout(LEASE_CALL_TIMEOUT_S, TimeoutError):
+                self._lease.release()
+        except (RedisError, OSError) as exc:  # it expires by itself after the TTL
+            log.warning("tracker %r: cannot release the owner key %r: %s", self.name, self._lease.key, exc)
 
     def _context(self) -> EventContext:
         from bliss import current_session
@@ -345,9 +488,36 @@ class SampleTracker:
 
         return current_session is not None and data_policy.policy_active(current_session)
 
-    def _apply(self, change: Change) -> list[Event]:
-        before = self._snapshot
-        self.store.commit(change.snapshot, change.events)  # recorded (state, history, outbox) first
+    def _apply(self, make: Callable[[Snapshot], Change]) -> list[Event]:
+        """Compute a change from the current snapshot and commit it, as the tracker's owner."""
+        with self._lock:
+            for _ in range(CHANGE_ATTEMPTS):
+                if not self._owning:  # else the commit itself checks that the key is still ours
+                    self._own()
+                before = self._snapshot
+                change = make(before)
+                try:
+                    # recorded (state, history, outbox) first, if still the owner and still `before`
+                    self._raw = self.store.commit(
+                        change.snapshot, change.events, lease=self._lease, expect=self._raw, check_state=True
+                    )
+                except StaleStateError as exc:
+                    self._reload(str(exc))  # another writer, or Redis lost data: start from Redis
+                    continue
+                except OwnershipLostError as exc:
+                    log.warning("tracker %r: %s; taking it again", self.name, exc)
+                    self._owning = False
+                    continue
+                except TrackerOwnedError:
+                    self._owning = False
+                    raise
+                return self._applied(before, change)
+        raise SampleTrackError(
+            f"tracker {self.name!r}: its state in Redis changed {CHANGE_ATTEMPTS} times while recording "
+            "a change; nothing was recorded: is another process writing it? try again"
+        )
+
+    def _applied(self, before: Snapshot, change: Change) -> list[Event]:
         self._snapshot = change.snapshot
         for event in change.events:
             log.info(
@@ -397,9 +567,12 @@ class SampleTracker:
             elif isinstance(outcome, ReaderConnectionError):
                 snap = self._snapshot
                 if snap.state is TrackerState.MOUNTED and snap.source is Source.BARCODE_READER:
-                    self.set_unknown(
-                        f"reader {self.reader.name!r} went offline while {snap.sample.label} was mounted"
-                    )  # type: ignore[union-attr]
+                    try:
+                        self.set_unknown(
+                            f"reader {self.reader.name!r} went offline while {snap.sample.label} was mounted"
+                        )  # type: ignore[union-attr]
+                    except SampleTrackError as exc:  # e.g. owned by another session: keep following
+                        self._warn(f"tracker not set UNKNOWN: {exc}")
                 self._warn(str(outcome))
             elif not isinstance(outcome, NoReadError):  # a no-read in continuous mode: nothing in view
                 self._warn(str(outcome))
@@ -422,6 +595,7 @@ class SampleTracker:
                 + ")"
             )
         lines.append(f"  registry  : {self.registry.describe()} (unknown barcodes: {self.unknown_barcode})")
+        lines.append(f"  owner     : {self.owner()}")
         tagging = "on" if self._tagger is not None else "off"
         lines.append(f"  scans     : tagging {tagging}, policy {self.scan_policy}")
         statuses = self.delivery.status()
