@@ -10,6 +10,12 @@ and the service, and stops everything it started (also when interrupted).
 Ports: beacon 25000-25003 and the service 8090, plus ``--port-offset`` (two demos side by side:
 ``--port-offset 10``). Everything else lives in ``--workdir`` (default: a new temporary folder,
 kept afterwards with the data files and the servers' logs).
+
+Secrets: the demo's two service tokens (the tracker's, and a read-only one for the timeline page)
+are written to ``<workdir>/tokens.env`` (mode 0600, ``source``-able) and nowhere else: never
+printed, never in a log. The tracker's token reaches the tracker through ``SAMPLETRACK_TOKEN``
+in this process (and the ``--shell`` BLISS shell) only, set once beacon and its Redis are
+started: no server gets it.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ SESSION = "sampletrack_demo"
 BEACON_BASE_PORT = 25000
 SERVICE_PORT = 8090
 TOKEN_ENV = "SAMPLETRACK_TOKEN"
+READ_TOKEN_ENV = "SAMPLETRACK_READ_TOKEN"
+TOKENS_FILE = "tokens.env"
 
 
 def _progress(message: str) -> None:
@@ -51,6 +59,16 @@ def prepare_config(target: Path, api_url: str) -> Path:
     with tracker_file.open("w") as stream:
         yaml.dump(nodes, stream)
     return target
+
+
+def write_tokens(path: Path, tokens: dict[str, str]) -> Path:
+    """The demo's tokens as ``NAME=value`` lines, readable by the user only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as stream:
+        os.fchmod(stream.fileno(), 0o600)  # also when the file was there before, with other rights
+        stream.write("# tokens of the sampletrack demo's tracking service: secrets, keep this file private\n")
+        stream.writelines(f"{name}={value}\n" for name, value in tokens.items())
+    return path
 
 
 def _interrupt_on_sigterm() -> None:
@@ -85,7 +103,8 @@ def run_demo(
     tree = prepare_config(workdir / "config", service.api_url)
     token = service.create_token("id00")
     read_token = service.create_token("id00", read_only=True)
-    os.environ[TOKEN_ENV] = token
+    tokens_file = write_tokens(workdir / TOKENS_FILE, {TOKEN_ENV: token, READ_TOKEN_ENV: read_token})
+    _progress(f"service tokens (secrets) in {tokens_file}: {TOKEN_ENV} and {READ_TOKEN_ENV} (for the page)")
     _progress(f"starting the tracking service on {service.base_url} (SQLite {workdir / 'service.db'})")
     service.start()
     summary = None
@@ -93,6 +112,10 @@ def run_demo(
         first = BEACON_BASE_PORT + port_offset
         _progress(f"starting beacon-server and its Redis on ports {first}-{first + 3}")
         with running_beacon(workdir / "beacon", tree, base_port=BEACON_BASE_PORT + port_offset) as server:
+            # for the tracker of this process (and the shell's): set after beacon and its Redis
+            # started, so that their environment does not hold it (the service's neither, see
+            # ServiceProcess)
+            os.environ[TOKEN_ENV] = token
             if shell:
                 _progress(f"opening a BLISS shell on session {SESSION!r}; exit it to stop the demo")
                 subprocess.run(
@@ -126,7 +149,7 @@ def run_demo(
             if keep:
                 _progress(
                     f"servers kept running: BEACON_HOST={server.host}, service {service.base_url} "
-                    f"(read-only token for the page: {read_token}). Ctrl-C to stop."
+                    f"(the page's read-only token: {READ_TOKEN_ENV} in {tokens_file}). Ctrl-C to stop."
                 )
                 import gevent
 

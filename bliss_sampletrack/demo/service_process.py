@@ -19,6 +19,12 @@ from bliss_sampletrack.errors import TestBedError
 log = logging.getLogger(__name__)
 
 SERVICE = str(Path(sys.executable).parent / "sampletrack-service")
+#: the plugin's token variables: the service never needs them, so its process does not get them
+PLUGIN_SECRETS = ("SAMPLETRACK_TOKEN", "SAMPLETRACK_READ_TOKEN")
+
+
+def service_env() -> dict[str, str]:
+    return {name: value for name, value in os.environ.items() if name not in PLUGIN_SECRETS}
 
 
 class ServiceProcess:
@@ -40,7 +46,9 @@ class ServiceProcess:
         """A new token (printed once by the service's CLI: the only line on its stdout)."""
         args = [SERVICE, "token", "create", "--db", self.db_url, "--label", "sampletrack demo"]
         args += ["--read-only"] if read_only else ["--beamline", beamline]
-        result = subprocess.run(args, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        result = subprocess.run(
+            args, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, env=service_env()
+        )
         if result.returncode != 0:
             raise TestBedError(f"sampletrack-service token create failed: {result.stderr.strip()}")
         return result.stdout.strip()
@@ -53,6 +61,7 @@ class ServiceProcess:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                env=service_env(),
             )
         self._wait_healthy(timeout)
 

@@ -150,7 +150,18 @@ class TrackingApi:
             )
 
     @staticmethod
-    def conflict(result: InsertResult, event: NewEvent) -> ApiError:
+    def conflict(result: InsertResult, event: NewEvent, principal: Principal) -> ApiError:
+        stored_beamline = json.loads(result.stored_body).get("beamline")
+        if not isinstance(stored_beamline, str) or not principal.can_read(stored_beamline):
+            # the stored event is another beamline's: which of its fields differ would let this
+            # token probe its content, so the answer says only that the event_id is taken
+            return ApiError(
+                409,
+                "conflict",
+                f"event_id {event.event_id} is already used by an event this token may not read; "
+                "an event_id may only be replayed with an identical body",
+                {"event_id": "already used by another event"},
+            )
         return ApiError(
             409,
             "conflict",
@@ -173,7 +184,7 @@ class TrackingApi:
         self.check_write(principal, event.beamline)
         [result] = self.storage.insert_events([event], principal.token_id)
         if result.outcome is InsertOutcome.CONFLICT:
-            raise self.conflict(result, event)
+            raise self.conflict(result, event, principal)
         status = 201 if result.outcome is InsertOutcome.CREATED else 200
         return json_response('{"event":' + result.stored_body + "}", status)
 
@@ -211,7 +222,7 @@ class TrackingApi:
         for (index, event), result in zip(pending, stored, strict=True):
             event_id = items[index]["event_id"]
             if result.outcome is InsertOutcome.CONFLICT:
-                results[index] = self._result(event_id, self.conflict(result, event))
+                results[index] = self._result(event_id, self.conflict(result, event, principal))
             else:
                 status = 201 if result.outcome is InsertOutcome.CREATED else 200
                 results[index] = {"event_id": event_id, "status": status, "error": None}
