@@ -14,6 +14,7 @@ import signal
 import sys
 from typing import Any
 
+from bliss_sampletrack.delivery.loop import LOCK_TTL_S
 from bliss_sampletrack.delivery.manager import progress_bar
 from bliss_sampletrack.errors import SampleTrackError
 
@@ -56,13 +57,22 @@ def deliver_main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--retry-dead-letters", action="store_true", help="send the dead letters again, then exit"
     )
+    parser.add_argument(
+        "--lock-ttl",
+        type=float,
+        default=LOCK_TTL_S,
+        help=f"seconds after which another deliverer takes over if this one dies (default {LOCK_TTL_S:g})",
+    )
     args = parser.parse_args(argv)
+    if args.lock_ttl < 1.0:
+        # renewed every ttl/3: shorter than that, a busy process loses its lock while it works
+        parser.error(f"--lock-ttl must be at least 1 s, got {args.lock_ttl:g}")
     try:
         cfg, outbox, _ = _connect(args)
         from bliss_sampletrack.delivery.clients import clients_from_config
         from bliss_sampletrack.delivery.manager import DeliveryManager
 
-        manager = DeliveryManager(outbox, clients_from_config(cfg))
+        manager = DeliveryManager(outbox, clients_from_config(cfg), lock_ttl=args.lock_ttl)
     except SampleTrackError as exc:
         print(f"sampletrack deliver: {exc}", file=sys.stderr)
         return 2

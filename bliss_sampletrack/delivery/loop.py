@@ -7,14 +7,21 @@ used when several events are pending.
 
 Exclusion: a deliverer holds a Redis lock for its (beamline, client) while it works, renewed by
 a greenlet; a second deliverer (another session, ``sampletrack deliver``) waits for the lock.
-If the holder dies (even kill -9), the lock expires after ``LOCK_TTL_S`` and another takes over;
-events it sent but did not mark done are sent again, which the service answers ``200`` (replay).
+If the holder dies (even kill -9), the lock expires after its TTL (``LOCK_TTL_S``, or
+``sampletrack deliver --lock-ttl``) and another takes over; events it sent but did not mark done
+are sent again, which the service answers ``200`` (replay). The lock's value names the holder
+(``host/pid/...``), shown by ``sampletrack status``.
+
+A client failing in a way it did not foresee (an exception other than ``RetryLater``) is retried
+like a retryable failure, with the error in ``last_error``: the loop never dies of it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
+import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
@@ -46,11 +53,17 @@ return 0
 
 
 class RedisLock:
-    """A lock with an owner token and a TTL; renew() and release() only act for the owner."""
+    """A lock with an owner token and a TTL; renew() and release() only act for the owner.
 
-    def __init__(self, redis: Any, key: str, ttl: float = LOCK_TTL_S) -> None:
+    The token names the holder (``host/pid/random``) so that ``sampletrack status`` and an
+    operator can tell which process delivers; the random part keeps two holders in one
+    process (two deliverers of one client) apart."""
+
+    def __init__(self, redis: Any, key: str, ttl: int | float = LOCK_TTL_S) -> None:
+        if ttl <= 0:
+            raise ValueError(f"lock {key}: ttl must be > 0 s, got {ttl!r}")
         self.redis, self.key, self.ttl = redis, key, ttl
-        self.token = uuid.uuid4().hex
+        self.token = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:12]}"
 
     def acquire(self) -> bool:
         return bool(self.redis.set(self.key, self.token, nx=True, px=int(self.ttl * 1000)))
@@ -93,11 +106,12 @@ class Deliverer:
         *,
         backoff: Backoff | None = None,
         on_progress: Callable[[int], None] | None = None,
+        lock_ttl: int | float = LOCK_TTL_S,
     ) -> None:
         self.outbox = outbox
         self.client = client
         self.backoff = backoff or Backoff()
-        self.lock = RedisLock(outbox.redis, f"{outbox.key}:lock:{client.name}")
+        self.lock = RedisLock(outbox.redis, f"{outbox.key}:lock:{client.name}", lock_ttl)
         self.on_progress = on_progress
         self.delivered = 0
         self.dead = 0
@@ -162,6 +176,15 @@ class Deliverer:
             if exc.batch_too_large:
                 self._single_only = True
             self._retry(str(exc), exc.retry_after)
+            return 0
+        except Exception as exc:  # reported (last_error, log with traceback), then retried
+            # a client that fails in an unforeseen way (e.g. an answer of an unexpected shape it
+            # cannot parse) must not end the delivery greenlet for good: nothing would be
+            # delivered any more, silently. Nothing was confirmed, so retrying is safe.
+            log.exception(
+                "delivery %s -> %s: unexpected client failure", self.outbox.beamline, self.client.name
+            )
+            self._retry(f"unexpected client failure: {type(exc).__name__}: {str(exc)[:300]}", None)
             return 0
         finished = 0
         last_delivered = None  # the cursor moves once per round, not once per event

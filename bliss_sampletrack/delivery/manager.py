@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import gevent
 
 from bliss_sampletrack.delivery.clients import DeliveryClient
-from bliss_sampletrack.delivery.loop import Deliverer
+from bliss_sampletrack.delivery.loop import LOCK_TTL_S, Deliverer
 from bliss_sampletrack.delivery.outbox import RedisStreamOutbox
 
 log = logging.getLogger(__name__)
@@ -30,8 +30,12 @@ class ClientStatus:
 
     def line(self) -> str:
         age = "" if self.oldest_pending_s is None else f", oldest {self.oldest_pending_s:.0f} s"
+        holder = f", delivered by {self.lock_holder}" if self.lock_holder else ""
         error = f", last error: {self.last_error}" if self.last_error else ""
-        return f"{self.description}: {self.pending} pending{age}, {self.dead_letters} dead letter(s){error}"
+        return (
+            f"{self.description}: {self.pending} pending{age}, {self.dead_letters} dead letter(s)"
+            f"{holder}{error}"
+        )
 
 
 def progress_bar(done: int, total: int) -> None:
@@ -42,9 +46,15 @@ def progress_bar(done: int, total: int) -> None:
 
 
 class DeliveryManager:
-    def __init__(self, outbox: RedisStreamOutbox, clients: Iterable[DeliveryClient]) -> None:
+    def __init__(
+        self,
+        outbox: RedisStreamOutbox,
+        clients: Iterable[DeliveryClient],
+        *,
+        lock_ttl: int | float = LOCK_TTL_S,
+    ) -> None:
         self.outbox = outbox
-        self.deliverers = [Deliverer(outbox, client) for client in clients]
+        self.deliverers = [Deliverer(outbox, client, lock_ttl=lock_ttl) for client in clients]
         self._greenlets: list[gevent.Greenlet] = []
 
     @property

@@ -136,21 +136,23 @@ class RedisStreamOutbox:
         self.redis.delete(f"{self.key}:last_error:{client}")
 
     def dead_letter(self, client: str, entry: Entry, answer: str) -> None:
-        """Set an event aside with the service's answer, and move past it (one transaction)."""
-        record = {
-            "entry": entry.id,
-            "event": json.loads(entry.event.to_json()),
-            "answer": answer,
-            "at": datetime.now(UTC).isoformat(),
-        }
+        """Set an event aside with the service's answer, and move past it (one transaction).
+
+        An unreadable entry (``entry.event`` None) is kept as its raw text, for a human to look at."""
+        payload = (
+            json.loads(entry.event.to_json())
+            if entry.event is not None
+            else entry.raw.decode("utf-8", "replace")
+        )
+        record = {"entry": entry.id, "event": payload, "answer": answer, "at": datetime.now(UTC).isoformat()}
         pipeline = self.redis.pipeline(transaction=True)
         pipeline.rpush(f"{self.key}:dead:{client}", json.dumps(record))
         pipeline.set(self._cursor_key(client), entry.id)
         pipeline.execute()
         log.error(
-            "outbox %s: event %s dead-lettered for %r: %s",
+            "outbox %s: %s dead-lettered for %r: %s",
             self.beamline,
-            entry.event.event_id,
+            f"event {entry.event.event_id}" if entry.event is not None else f"unreadable entry {entry.id}",
             client,
             answer,
         )
