@@ -10,6 +10,8 @@
   from a script (``tests/recorder.py``); yields ``(base_url, recorder)``.
 - ``outbox``: an empty outbox (Redis stream) of a beamline of the test's own, in the test bed's
   Redis; its keys are deleted at teardown.
+- ``gevent_ssl_for_urllib3`` (autouse): urllib3 uses gevent's ``SSLContext`` as in production, so
+  HTTPS requests work in the tests on the BLISS 2.4 stack (see the fixture).
 - ``esrf``: the session under the ESRF data policy (headless: no ICAT, in-process HDF5 writer) in
   proposal ``PROPOSAL`` and a collection of the test's own; put back to the basic scan saving at
   teardown. All tests share one proposal: on BLISS 2.0.3 leaving a proposal that has saved
@@ -152,3 +154,21 @@ def outbox(beacon: BeaconServer, request: pytest.FixtureRequest) -> Iterator[Any
     for key in client.scan_iter(f"{box.key}*"):
         client.delete(key)
     client.close()
+
+
+@pytest.fixture(autouse=True)
+def gevent_ssl_for_urllib3(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In the BLISS 2.4 test environment pyicat-plus's pytest plugin imports requests (urllib3)
+    before BLISS monkey-patches ssl, so urllib3 keeps the unpatched ``SSLContext`` and any HTTPS
+    request dies with a RecursionError. In a BLISS session or ``sampletrack deliver`` BLISS is
+    imported first and urllib3 gets gevent's class: give it that here too.
+
+    Autouse for every test because it is harmless: it only puts back what urllib3 has in
+    production, and it is a no-op where urllib3 already has gevent's class (the BLISS 2.0.3 stack,
+    measured: ``urllib3.util.ssl_.SSLContext is ssl.SSLContext``); undone after each test."""
+    import ssl
+
+    import urllib3.util.ssl_
+
+    if urllib3.util.ssl_.SSLContext is not ssl.SSLContext:
+        monkeypatch.setattr(urllib3.util.ssl_, "SSLContext", ssl.SSLContext)

@@ -1,4 +1,5 @@
-"""Delivery clients: one protocol, several backends (REST contract service, no-op; ICAT+ apart).
+"""Delivery clients: one protocol, several backends (REST contract service, no-op; ICAT+ and
+ISPyB apart, in icatplus.py and ispyb.py).
 
 A client sends a batch of events (oldest first) and says, per event, whether it was delivered,
 rejected for good (a dead letter, with the service's answer), or must be retried; a failure of
@@ -7,26 +8,36 @@ the whole call that is worth retrying raises :class:`RetryLater`.
 Per the contract's delivery rules: connection errors, timeouts, 408, 429 and 5xx are retried
 (forever, by the loop); any other 4xx is a rejection.
 
+A 200/201 counts only with the contract's body: ``{"event": ...}`` with the event's ``event_id``
+(one event), ``{"results": [...]}`` with one integer ``status`` per event, in order (a batch).
+Anything else (a proxy's HTML page, text, an empty or other body) is :class:`RetryLater`: a
+gateway answering 200 in the service's place must never make an event count as delivered.
+
 Secrets: the REST token comes from the YAML (``token``) or, better, from an environment variable
 (``token_env``, default ``SAMPLETRACK_TOKEN``); it is only ever put in the Authorization header,
-never in a log, an exception or ``describe()``.
+never in a log, an exception or ``describe()``, and a service answer that echoes it (a proxy page
+showing the request headers) has it replaced by ``[token]`` before it is kept anywhere.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 from bliss_sampletrack.core import Event
+from bliss_sampletrack.delivery import tls
 from bliss_sampletrack.errors import ConfigurationError, SampleTrackError
 
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = {408, 429}
 MAX_ANSWER = 500  # characters of a service answer kept in a dead letter
+TOKEN_HIDDEN = "[token]"  # what replaces the token in a service's answer
 
 
 class Verdict(StrEnum):
@@ -97,26 +108,32 @@ class RestClient:
         url: str,
         token: str,
         *,
-        verify_tls: bool | str = True,
+        verify_tls: object = True,
         timeout: float = 10.0,
         max_batch: int = 200,
+        context: str | None = None,
     ) -> None:
         import requests  # a BLISS dependency; cooperative once gevent has patched sockets
 
+        context = context or f"delivery client {name!r}"
         if not url.startswith(("http://", "https://")):
-            raise ConfigurationError(
-                f"delivery client {name!r}: url must start with http:// or https://, got {url!r}"
-            )
+            raise ConfigurationError(f"{context}: url must start with http:// or https://, got {url!r}")
         if not 1 <= max_batch <= 1000:
+            raise ConfigurationError(f"{context}: max_batch must be 1..1000 (the contract's limit)")
+        if not token or not token.isascii() or not token.isprintable() or " " in token:
+            # never the value in the message; requests would put it in an InvalidHeader error
             raise ConfigurationError(
-                f"delivery client {name!r}: max_batch must be 1..1000 (the contract's limit)"
+                f"{context}: the token must be ASCII text without spaces or control characters"
             )
         self.name = name
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.max_batch = max_batch
+        self._token = token  # private: only for the header and to hide it in answers
+        # validated (and a WARNING when off) before the session holds the token
+        self._verify = tls.verify_setting(verify_tls, client=name, url=self.url, context=context)
         self._session = requests.Session()
-        self._session.verify = verify_tls
+        self._session.verify = self._verify
         self._session.headers["Authorization"] = f"Bearer {token}"
         self._session.headers["Content-Type"] = "application/json"
 
@@ -150,7 +167,12 @@ class RestClient:
         for event, result in zip(events, results, strict=True):
             if not isinstance(result, dict) or result.get("event_id") != str(event.event_id):
                 raise RetryLater(f"{self.url}/events/batch answered results out of order")
-            status = int(result.get("status", 0))
+            status = result.get("status")
+            if isinstance(status, bool) or not isinstance(status, int):
+                raise RetryLater(
+                    f"{self.url}/events/batch answered 200 with a result whose status is not a number "
+                    f"(event {event.event_id})"
+                )
             out.append(Result(classify_status(status), f"{status} {result.get('error') or ''}".strip()))
         return out
 
@@ -159,22 +181,47 @@ class RestClient:
         verdict = classify_status(response.status_code)
         if verdict is Verdict.RETRY:
             raise RetryLater(self._answer(response), self._retry_after(response))
+        if verdict is Verdict.DELIVERED and not self._stored(response, event):
+            # e.g. a proxy or login page answering 200 in the service's place: never a delivery
+            raise RetryLater(
+                f"{self.url}/events answered {response.status_code} without the stored event: "
+                f"{self._answer(response)}"
+            )
         return Result(verdict, self._answer(response))
+
+    @staticmethod
+    def _stored(response: Any, event: Event) -> bool:
+        """True when the answer is the contract's ``{"event": {...}}`` for this very event."""
+        try:
+            stored = response.json()["event"]
+        except (ValueError, KeyError, TypeError):  # requests' JSONDecodeError is a ValueError
+            return False
+        return isinstance(stored, dict) and stored.get("event_id") == str(event.event_id)
 
     def _post(self, path: str, body: str) -> Any:
         import requests
 
         try:
-            return self._session.post(self.url + path, data=body.encode(), timeout=self.timeout)
+            # verify on each request too: REQUESTS_CA_BUNDLE would override the session's (tls.py)
+            return self._session.post(
+                self.url + path, data=body.encode(), timeout=self.timeout, verify=self._verify
+            )
         except requests.Timeout:
             raise RetryLater(f"{self.url}{path}: no answer within {self.timeout:g} s") from None
         except requests.RequestException as exc:
-            # the exception text holds the URL, never the header with the token
-            raise RetryLater(f"{self.url}{path}: {type(exc).__name__}: {exc}") from None
+            problem = tls.certificate_problem(exc)
+            if problem is not None:
+                raise RetryLater(f"{self.url}{path}: {problem}") from None
+            # the exception text holds the URL, not the header with the token (hidden anyway)
+            raise RetryLater(self._hide_token(f"{self.url}{path}: {type(exc).__name__}: {exc}")) from None
 
     def _answer(self, response: Any) -> str:
-        text = response.text[:MAX_ANSWER] if response.text else ""
+        # the token hidden before the cut: a cut through it would leave a piece that no longer matches
+        text = self._hide_token(response.text or "")[:MAX_ANSWER]
         return f"{response.status_code} {text}".strip()
+
+    def _hide_token(self, text: str) -> str:
+        return text.replace(self._token, TOKEN_HIDDEN)
 
     @staticmethod
     def _retry_after(response: Any) -> float | None:
@@ -186,7 +233,15 @@ class RestClient:
 
 
 def client_from_config(node: Any, where: str) -> DeliveryClient:
-    """Build one client from a YAML mapping (an item of the tracker's ``delivery`` list)."""
+    """Build one client from a YAML mapping (an item of the tracker's ``delivery`` list).
+
+    Anything wrong in the entry raises :class:`ConfigurationError` starting with ``where``.
+    """
+    if not isinstance(node, Mapping):
+        raise ConfigurationError(
+            f"{where}: each delivery entry must be a mapping with 'name' and 'type' (rest, icatplus, "
+            f"ispyb or none), got {type(node).__name__} {_short(node)}"
+        )
     kind = node.get("type")
     name = node.get("name") or kind
     if not isinstance(name, str) or not name:
@@ -200,7 +255,14 @@ def client_from_config(node: Any, where: str) -> DeliveryClient:
         token = node.get("token")
         token_env = node.get("token_env", "SAMPLETRACK_TOKEN")
         if token is None:
+            if not isinstance(token_env, str) or not token_env:
+                raise ConfigurationError(
+                    f"{where}: delivery {name!r}: key 'token_env' must be the name of an environment "
+                    f"variable, got {_short(token_env)}"
+                )
             token = os.environ.get(token_env)
+        elif isinstance(token, bool) or not isinstance(token, str | int):
+            raise ConfigurationError(f"{where}: delivery {name!r}: key 'token' must be text")
         if not token:
             raise ConfigurationError(
                 f"{where}: delivery {name!r}: no token: set the environment variable {token_env} "
@@ -211,8 +273,9 @@ def client_from_config(node: Any, where: str) -> DeliveryClient:
             url,
             str(token),
             verify_tls=node.get("verify_tls", True),
-            timeout=float(node.get("timeout", 10.0)),
-            max_batch=int(node.get("max_batch", 200)),
+            timeout=_number(node, "timeout", 10.0, where, name),
+            max_batch=_count(node, "max_batch", 200, where, name),
+            context=f"{where}: delivery {name!r}",
         )
     if kind == "none":
         return NoopClient(name)
@@ -220,9 +283,41 @@ def client_from_config(node: Any, where: str) -> DeliveryClient:
         from bliss_sampletrack.delivery.icatplus import IcatPlusClient
 
         return IcatPlusClient.from_config(node, where)
+    if kind == "ispyb":
+        from bliss_sampletrack.delivery.ispyb import IspybClient
+
+        return IspybClient.from_config(node, where)
     raise ConfigurationError(
-        f"{where}: delivery {name!r}: key 'type' must be rest, icatplus or none, got {kind!r}"
+        f"{where}: delivery {name!r}: key 'type' must be rest, icatplus, ispyb or none, got {_short(kind)}"
     )
+
+
+def _short(value: Any) -> str:
+    """``repr(value)`` cut for a message (a whole YAML subtree would drown it)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _number(node: Mapping[str, Any], key: str, default: float, where: str, name: str) -> float:
+    """A finite number > 0 of seconds (an int is fine, a bool is not)."""
+    value = node.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise ConfigurationError(
+            f"{where}: delivery {name!r}: key {key!r} must be a finite number of seconds > 0 "
+            f"(default {default:g}), got {_short(value)}"
+        )
+    return float(value)
+
+
+def _count(node: Mapping[str, Any], key: str, default: int, where: str, name: str) -> int:
+    """A whole number 1..1000 (the contract's batch limit); not a bool, not a float."""
+    value = node.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
+        raise ConfigurationError(
+            f"{where}: delivery {name!r}: key {key!r} must be a whole number of events 1..1000 "
+            f"(default {default}), got {_short(value)}"
+        )
+    return value
 
 
 def clients_from_config(cfg: Any) -> list[DeliveryClient]:

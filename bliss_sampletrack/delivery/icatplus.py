@@ -93,8 +93,8 @@ loggers, which print request URLs at DEBUG level (and in retry warnings).
 Configuration (one item of the tracker's ``delivery:`` list; see config_examples/delivery/icatplus.yml)
 --------------------------------------------------------------------------------------------------------
 ``name``, ``type: icatplus``, ``url`` (ICAT+ base URL, http:// or https://), ``api_key`` or
-``api_key_env``, ``timeout`` (s, 10), ``verify_tls`` (true, or a CA bundle path), ``tags`` (extra
-tags for every notification), ``parcel_status`` (optional mapping): ``enabled`` (true),
+``api_key_env``, ``timeout`` (s, 10), ``verify_tls`` (true, false or a CA bundle path: see tls.py),
+``tags`` (extra tags for every notification), ``parcel_status`` (optional mapping): ``enabled`` (true),
 ``investigation_id`` (required: the ICAT investigation id, a number), ``session_id`` or
 ``session_id_env``, ``status_mounted`` ("BEAMLINE"), ``status_unmounted`` (null: no update on
 unmount), ``location`` ("{beamline}"; placeholders ``{beamline}``, ``{sample_changer}``,
@@ -110,7 +110,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -120,7 +119,9 @@ from urllib.parse import quote
 
 from bliss_sampletrack import __version__
 from bliss_sampletrack.core import Event, EventType, Status
+from bliss_sampletrack.delivery import tls
 from bliss_sampletrack.delivery.clients import MAX_ANSWER, RETRYABLE_STATUS, Result, RetryLater, Verdict
+from bliss_sampletrack.delivery.secrets import check_known, protect, redact, secret, secret_forms
 from bliss_sampletrack.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -133,10 +134,9 @@ DEFAULT_LOCATION = "{beamline}"
 LOCATION_FIELDS = ("beamline", "sample_changer", "position")
 #: pyicat-plus's default ``elogbook_token``: a placeholder, never a real key
 PLACEHOLDER_API_KEY = "elogbook-00000000-0000-0000-0000-000000000000"
+PLACEHOLDER_WHAT = "pyicat-plus's placeholder (elogbook-0000...), not a beamline API key"
 TAG = "sampletrack"
 REMEMBERED_EVENTS = 1000
-REDACTED = "***"
-MIN_SECRET_LENGTH = 8
 
 TOP_KEYS = frozenset(
     {"name", "type", "url", "api_key", "api_key_env", "timeout", "verify_tls", "tags", "parcel_status"}
@@ -152,51 +152,6 @@ PARCEL_KEYS = frozenset(
         "location",
     }
 )
-#: third-party loggers that print request URLs (DEBUG lines, retry warnings)
-URL_LOGGERS = ("urllib3.connectionpool", "urllib3.util.retry", "requests.packages.urllib3.connectionpool")
-
-
-def _redact(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, REDACTED)
-    return text
-
-
-def _secret_forms(secret: str) -> set[str]:
-    """The secret as written and as it appears percent-encoded in a URL path."""
-    return {secret, quote(secret, safe="")}
-
-
-class _SecretFilter(logging.Filter):
-    """Replaces the secrets of the live clients in the records of the loggers that print URLs."""
-
-    def __init__(self) -> None:
-        super().__init__("")
-        self.secrets: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
-            return True
-        try:
-            text = record.getMessage()
-        except (TypeError, ValueError, KeyError):
-            return True  # a malformed record: logging reports it itself
-        redacted = _redact(text, self.secrets)
-        if redacted != text:
-            record.msg, record.args = redacted, None
-        return True
-
-
-_FILTER = _SecretFilter()
-
-
-def _protect(secrets: Iterable[str]) -> None:
-    for secret in secrets:
-        _FILTER.secrets |= _secret_forms(secret)
-    for name in URL_LOGGERS:
-        logger = logging.getLogger(name)
-        if _FILTER not in logger.filters:
-            logger.addFilter(_FILTER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +189,7 @@ class ParcelStatusConfig:
                 f"{context}: key 'parcel_status' must be a mapping (investigation_id, session_id_env, "
                 f"status_mounted, status_unmounted, location), got {type(node).__name__}"
             )
-        _check_known(node, PARCEL_KEYS, context, "parcel_status.")
+        check_known(node, PARCEL_KEYS, context, "parcel_status.")
         enabled = node.get("enabled", True)
         if not isinstance(enabled, bool):
             raise ConfigurationError(f"{context}: key 'parcel_status.enabled' must be true or false")
@@ -252,7 +207,7 @@ class ParcelStatusConfig:
                 f"{context}: key 'parcel_status.investigation_id' must be the ICAT investigation id, "
                 f"a number (not the proposal name), got {investigation_id!r}"
             )
-        session_id, source = _secret(
+        session_id, source = secret(
             node, "session_id", "session_id_env", DEFAULT_SESSION_ID_ENV, context, "parcel_status."
         )
         statuses = {}
@@ -286,53 +241,6 @@ class ParcelStatusConfig:
             status_unmounted=statuses["status_unmounted"],
             location=location or None,
         )
-
-
-def _check_known(node: Mapping[str, Any], known: frozenset[str], context: str, prefix: str = "") -> None:
-    unknown = sorted(str(key) for key in node if key not in known)
-    if unknown:
-        raise ConfigurationError(
-            f"{context}: key '{prefix}{unknown[0]}' is not a known key (known: {', '.join(sorted(known))})"
-        )
-
-
-def _secret(
-    node: Mapping[str, Any], key: str, env_key: str, default_env: str, context: str, prefix: str = ""
-) -> tuple[str, str]:
-    """A secret from the YAML (``key``) or, better, from an environment variable (``env_key``).
-
-    Returns (secret, where it came from, for describe()); messages never contain the value.
-    """
-    value = node.get(key)
-    if value is not None:
-        if not isinstance(value, str) or not value.strip():
-            raise ConfigurationError(f"{context}: key '{prefix}{key}' must be non-empty text")
-        source = f"key '{prefix}{key}' of the YAML"
-    else:
-        env = node.get(env_key, default_env)
-        if not isinstance(env, str) or not env:
-            raise ConfigurationError(
-                f"{context}: key '{prefix}{env_key}' must be the name of an environment variable"
-            )
-        value = os.environ.get(env)
-        if not value or not value.strip():
-            raise ConfigurationError(
-                f"{context}: no {prefix}{key}: set the environment variable {env} (or '{prefix}{env_key}' "
-                "to another variable's name)"
-            )
-        source = f"${env}"
-    value = value.strip()
-    if len(value) < MIN_SECRET_LENGTH or any(c.isspace() for c in value):
-        raise ConfigurationError(
-            f"{context}: the {prefix}{key} from {source} does not look like one "
-            f"(at least {MIN_SECRET_LENGTH} characters, no spaces)"
-        )
-    if key == "api_key" and value == PLACEHOLDER_API_KEY:
-        raise ConfigurationError(
-            f"{context}: the {prefix}{key} from {source} is pyicat-plus's placeholder "
-            "(elogbook-0000...), not a beamline API key"
-        )
-    return value, source
 
 
 def notification_text(event: Event) -> str:
@@ -388,18 +296,18 @@ class IcatPlusClient:
         *,
         api_key_source: str = "the YAML",
         timeout: float = DEFAULT_TIMEOUT,
-        verify_tls: bool | str = True,
+        verify_tls: object = True,
         tags: Iterable[str] = (),
         parcel_status: ParcelStatusConfig | None = None,
+        context: str | None = None,
     ) -> None:
         import requests  # a BLISS dependency; cooperative once gevent has patched sockets
 
+        context = context or f"delivery client {name!r}"
         if not url.startswith(("http://", "https://")):
-            raise ConfigurationError(
-                f"delivery client {name!r}: url must start with http:// or https://, got {url!r}"
-            )
+            raise ConfigurationError(f"{context}: url must start with http:// or https://, got {url!r}")
         if timeout <= 0:
-            raise ConfigurationError(f"delivery client {name!r}: timeout must be > 0, got {timeout!r}")
+            raise ConfigurationError(f"{context}: timeout must be > 0, got {timeout!r}")
         self.name = name
         self.url = url.rstrip("/")
         self.timeout = timeout
@@ -408,11 +316,13 @@ class IcatPlusClient:
         self._api_key = api_key
         self._api_key_source = api_key_source
         secrets = {api_key} | ({parcel_status.session_id} if parcel_status else set())
-        self._secrets = sorted(set().union(*(_secret_forms(s) for s in secrets)), key=len, reverse=True)
-        _protect(secrets)
+        self._secrets = sorted(set().union(*(secret_forms(s) for s in secrets)), key=len, reverse=True)
+        protect(secrets)
         self._notified: OrderedDict[uuid.UUID, None] = OrderedDict()
+        # the URL has no secret (the key goes in request paths only): safe in the warning
+        self._verify = tls.verify_setting(verify_tls, client=name, url=self.url, context=context)
         self._session = requests.Session()
-        self._session.verify = verify_tls
+        self._session.verify = self._verify
         self._session.headers.update(
             {
                 "Content-Type": "application/json",
@@ -426,7 +336,7 @@ class IcatPlusClient:
         """Build the client from a tracker's ``delivery`` entry (``type: icatplus``)."""
         name = node.get("name") or "icatplus"
         context = f"{where}: delivery {name!r}"
-        _check_known(node, TOP_KEYS, context)
+        check_known(node, TOP_KEYS, context)
         url = node.get("url")
         if not isinstance(url, str) or not url.strip():
             raise ConfigurationError(
@@ -435,17 +345,20 @@ class IcatPlusClient:
         url = url.strip()
         if not url.startswith(("http://", "https://")):
             raise ConfigurationError(f"{context}: key 'url' must start with http:// or https://, got {url!r}")
-        api_key, source = _secret(node, "api_key", "api_key_env", DEFAULT_API_KEY_ENV, context)
+        api_key, source = secret(
+            node,
+            "api_key",
+            "api_key_env",
+            DEFAULT_API_KEY_ENV,
+            context,
+            placeholders={PLACEHOLDER_API_KEY: PLACEHOLDER_WHAT},
+        )
         timeout = node.get("timeout", DEFAULT_TIMEOUT)
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
             raise ConfigurationError(
                 f"{context}: key 'timeout' must be a number of seconds > 0, got {timeout!r}"
             )
-        verify_tls = node.get("verify_tls", True)
-        if not isinstance(verify_tls, bool | str):
-            raise ConfigurationError(
-                f"{context}: key 'verify_tls' must be true, false or a CA bundle path, got {verify_tls!r}"
-            )
+        verify_tls = node.get("verify_tls", True)  # checked by tls.verify_setting
         tags = node.get("tags") or []
         if isinstance(tags, str):
             tags = [tags]
@@ -463,6 +376,7 @@ class IcatPlusClient:
             verify_tls=verify_tls,
             tags=[t.strip() for t in tags],
             parcel_status=parcel_status,
+            context=context,
         )
 
     def describe(self) -> str:
@@ -602,11 +516,12 @@ class IcatPlusClient:
                 data=json.dumps(body).encode(),
                 timeout=self.timeout,
                 allow_redirects=False,  # a redirected POST becomes a GET: the notification would be lost
+                verify=self._verify,  # per request: REQUESTS_CA_BUNDLE overrides the session's (tls.py)
             )
         except requests.Timeout:
             failure = f"no answer within {self.timeout:g} s"
         except requests.RequestException as exc:
-            failure = f"{type(exc).__name__}: {exc}"
+            failure = tls.certificate_problem(exc) or f"{type(exc).__name__}: {exc}"
         if failure is not None:
             # raised outside the except clause: no chained exception carries the URL with the key
             where = f"{method} {self.url}{self._redact(path)}"
@@ -622,7 +537,8 @@ class IcatPlusClient:
         return Verdict.REJECTED
 
     def _answer(self, response: Any) -> str:
-        text = (response.text or "").strip()[:MAX_ANSWER]
+        # redacted before it is cut: a cut through a secret would leave a piece of it
+        text = self._redact((response.text or "").strip())[:MAX_ANSWER]
         answer = f"{response.status_code} {text}".strip()
         if 300 <= response.status_code < 400:
             answer += f" (redirect to {response.headers.get('Location')}; check key 'url')"
@@ -641,4 +557,4 @@ class IcatPlusClient:
         return quote(segment, safe="")
 
     def _redact(self, text: str) -> str:
-        return _redact(text, self._secrets)
+        return redact(text, self._secrets)

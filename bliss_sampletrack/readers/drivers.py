@@ -27,6 +27,14 @@ COMMON_KEYS = {"tcp", "serial", "timeout", "connect_timeout", "no_read", "max_li
 def _init(
     reader: LineReader, name: str, cfg: ReaderConfig, dialect: Dialect, default_port: int | None
 ) -> None:
+    max_line = cfg.get("max_line", int, DEFAULT_MAX_LINE)
+    if max_line <= 0:  # checked before the transport is made: nothing to close on this error
+        # with 0 or less every line the device sends would be refused as over-long
+        raise cfg.error(
+            "max_line",
+            f"must be a positive number of bytes, the longest line the reader may send "
+            f"(default {DEFAULT_MAX_LINE}), got {max_line!r}",
+        )
     LineReader.__init__(
         reader,
         name,
@@ -35,7 +43,7 @@ def _init(
         no_read=cfg.string_list("no_read"),
         timeout=cfg.positive("timeout", 3.0),
         connect_timeout=cfg.positive("connect_timeout", 3.0),
-        max_line=cfg.get("max_line", int, DEFAULT_MAX_LINE),
+        max_line=max_line,
     )
 
 
