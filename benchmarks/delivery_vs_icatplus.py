@@ -108,7 +108,9 @@ class CountingServer:
         if target.startswith(b"/events/batch"):
             results = [{"event_id": i.decode(), "status": 201} for i in ids]
             return json.dumps({"results": results}).encode(), 200
-        return b"{}", 201 if target.startswith(b"/events") else 200
+        if target.startswith(b"/events") and ids:  # the contract's answer: the stored event
+            return json.dumps({"event": {"event_id": ids[0].decode()}}).encode(), 201
+        return b"{}", 200
 
 
 def make_events(n: int, beamline: str) -> list[Event]:

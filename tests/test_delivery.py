@@ -246,3 +246,11 @@ def _silent_port() -> int:
     sock.listen(8)
     _silent_port.sock = sock  # type: ignore[attr-defined]  # kept open for the test's duration
     return int(sock.getsockname()[1])
+
+
+def test_backoff_stays_capped_after_thousands_of_failures() -> None:
+    # a deliverer stepping against a dead service for days: 2**attempt once overflowed a float
+    backoff = Backoff(initial=0.5, maximum=60.0)
+    delays = [backoff.next_delay() for _ in range(5000)]
+    assert all(0 < delay <= 60.0 for delay in delays)
+    assert delays[-1] >= 30.0  # still backing off at the cap, not reset

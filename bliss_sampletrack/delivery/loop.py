@@ -87,7 +87,8 @@ class Backoff:
         self.attempt = 0
 
     def next_delay(self, hint: float | None = None) -> float:
-        base = min(self.maximum, self.initial * 2**self.attempt)
+        # the exponent is capped: a deliverer failing for days must not overflow a float
+        base = min(self.maximum, self.initial * 2 ** min(self.attempt, 60))
         self.attempt += 1
         delay = random.uniform(base / 2, base)
         return min(self.maximum, max(delay, hint or 0.0))
