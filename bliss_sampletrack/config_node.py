@@ -7,7 +7,7 @@ outside BLISS.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from bliss_sampletrack.errors import ConfigurationError
@@ -69,7 +69,9 @@ class ObjectConfig:
             return ()
         if isinstance(value, str):
             return (value,)
-        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        # any sequence but text: beacon hands YAML lists over as ConfigList (not a list)
+        listed = isinstance(value, Sequence) and not isinstance(value, str | bytes)
+        if not listed or not all(isinstance(v, str) for v in value):
             raise self.error(key, f"must be a list of strings, got {value!r}")
         return tuple(value)
 

@@ -63,6 +63,22 @@ def test_no_policy_in_the_default_session(bliss_session: Any, scan_saving: Any) 
     assert data_policy.snapshot_fields(scan.scan_info) == {}
 
 
+def test_the_current_session_proxy_outside_a_session_means_no_policy(bliss_session: Any, esrf: Any) -> None:
+    """``bliss.current_session`` is a proxy: outside a session it is not None, yet proxies None."""
+    from bliss import current_session
+    from bliss.common.proxy import Proxy
+
+    assert data_policy.current_session() is bliss_session  # unwrapped, in this session
+    assert data_policy.real_session(current_session) is bliss_session
+    assert data_policy.proposal_name(current_session) == PROPOSAL  # the proxy is accepted
+    nobody = Proxy(lambda: None)  # what bliss.current_session is in a process without a session
+    assert nobody is not None and data_policy.real_session(nobody) is None
+    assert not data_policy.policy_active(nobody)
+    assert data_policy.proposal_name(nobody) is None and data_policy.dataset_name(nobody) is None
+    with pytest.raises(SampleTrackError, match="no BLISS session"):
+        data_policy.set_dataset_fields(nobody, {"Sample_name": "x"})
+
+
 def test_sample_fields_reach_the_scan_and_redis(
     beacon: BeaconServer, bliss_session: Any, esrf: Any, policy_root: Path
 ) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -88,6 +90,21 @@ def test_deliver_drains_in_order_and_status_reports(
     ]
     assert all(h["Authorization"] == f"Bearer {TOKEN}" for _, h, _ in recorder.requests)
     assert TOKEN not in result.stdout + result.stderr
+
+
+def test_status_names_the_session_that_owns_the_tracker(cli_tracker: Any, beacon: BeaconServer) -> None:
+    status = run_cli(beacon, "status")
+    assert "owner: nobody (the next change in a BLISS session takes it)" in status.stdout, status.stderr
+    cli_tracker.mount(name="crystal E")  # this process's session now owns it
+    status = run_cli(beacon, "status")
+    assert status.returncode == 0, status.stderr
+    [line] = [line for line in status.stdout.splitlines() if line.startswith("owner: ")]
+    assert line.startswith(
+        f"owner: session 'demo_session' on host {socket.gethostname()} (pid {os.getpid()}, since "
+    )
+    assert re.search(r", claim expires in \d+ s unless renewed$", line), line
+    cli_tracker.close()  # gives the claim up
+    assert "owner: nobody" in run_cli(beacon, "status").stdout
 
 
 def test_dead_letters_are_shown_and_retried(

@@ -2,24 +2,21 @@
 
 Under the ESRF data policy (proposal ``st0001``), a mount by barcode fills the scan tag and the
 ICAT dataset fields (``SampleTrackingParcel_*``, ``SampleTrackingContainer_*``) from a parcel; with
-ICAT+ gone, the cache still answers and ``__info__`` says the record may be stale.
-
-Needs the tracker's ``registries:`` key (controller wiring of the ICAT+ registry): skipped, saying
-so, while ``bliss_sampletrack.tracker.controller`` does not have it.
+ICAT+ gone, the cache still answers, the tracker warns, ``__info__`` and the scan tag say the record
+may be stale (never the event). The tracker's ``registries:`` key, from beacon YAML too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import fields
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import gevent
 import pytest
 from test_icatplus_registry import API_KEY, PARCEL_A, SESSION_ID, IcatPlus
 
-from bliss_sampletrack.core import Sample
-from bliss_sampletrack.errors import SampleTrackError
+from bliss_sampletrack.core import Event
+from bliss_sampletrack.errors import ConfigurationError, SampleTrackError
 from bliss_sampletrack.testbed.beacon import BeaconServer
 from bliss_sampletrack.tracker import controller
 from bliss_sampletrack.tracker.icatplus_registry import KEY_PREFIX
@@ -48,11 +45,6 @@ def icat_site() -> Iterator[tuple[str, IcatPlus, Any]]:
 def icat_tracker(
     bliss_session: Any, esrf: Any, icat_site: tuple[str, IcatPlus, Any], monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[controller.SampleTracker]:
-    if "registries" not in controller.KEYS:
-        pytest.skip(
-            "the tracker has no 'registries:' key yet: the ICAT+ registry is not wired into "
-            "SampleTracker (see the controller diff in the ICAT+ registry report)"
-        )
     from bliss.config.conductor.client import get_redis_proxy
     from bliss.config.static import get_config
 
@@ -104,7 +96,12 @@ def test_a_mount_by_barcode_tags_the_scan_and_fills_the_icat_fields_from_a_parce
     assert icat["Sample_name"] == "LYS-0042"
     assert (icat["SampleTrackingParcel_id"], icat["SampleTrackingParcel_name"]) == (PARCEL_A, "Dewar-MX2532")
     assert (icat["SampleTrackingContainer_name"], icat["SampleTrackingContainer_position"]) == ("puck-7", "5")
-    assert "ICAT+ http://127.0.0.1" in icat_tracker.__info__() and "s ago" in icat_tracker.__info__()
+    info = icat_tracker.__info__().splitlines()
+    registries = [line for line in info if line.startswith("  registry  : ")]
+    assert len(registries) == 2 and "manifest beacon:sampletrack/samples.csv" in registries[0]
+    assert "ICAT+ http://127.0.0.1" in registries[1] and "proposal st0001" in registries[1]
+    assert "s ago" in registries[1] and "may be stale" not in registries[1]
+    assert info[info.index(registries[1]) + 1] == "  unknown   : barcodes in no registry: accept"
     # the manifest still answers for its own barcodes (first in the chain)
     assert icat_tracker.mount("LYS-0001").parcel_name == "Dewar A"
 
@@ -115,8 +112,101 @@ def test_a_mount_by_barcode_tags_the_scan_and_fills_the_icat_fields_from_a_parce
     gevent.sleep(CACHE_TTL + 0.2)
     stale = icat_tracker.mount("THA-0007")
     assert stale.parcel_id == PARCEL_A and stale.container_position == "6"
+    assert "may be stale" in str(stale.registry_note)
+    assert icat_tracker.warnings[-1].startswith("barcode 'THA-0007': from the ICAT+ cache of")
     assert "may be stale" in icat_tracker.__info__()
     scan = loopscan(2, 0.01, bliss_session.env_dict["diode"])
     assert data_policy.snapshot_fields(scan.scan_info)["SampleTrackingContainer_position"] == "6"
-    if "registry_note" in {f.name for f in fields(Sample)}:  # the proposed Sample field
-        assert "may be stale" in scan.scan_info["sample"]["registry_note"]
+    assert "may be stale" in scan.scan_info["sample"]["registry_note"]
+    # the note is kept in the state in Redis (a restarted session still knows), never in events
+    _, restored = icat_tracker.store.read()
+    assert restored is not None and restored.sample is not None
+    assert restored.sample.registry_note == stale.registry_note
+    event = icat_tracker.outbox.peek(10)[-1]
+    assert event.sample.barcode == "THA-0007" and "registry_note" not in event.to_json()
+    assert "may be stale" not in event.to_json() and Event.from_json(event.to_json()) == event
+    warnings = len(icat_tracker.warnings)
+    icat_tracker.mount("THA-0007")  # read again: the same stale record, warned about once
+    assert len(icat_tracker.warnings) == warnings
+
+
+def test_registries_from_beacon_yaml_in_chain_order(
+    add_yaml: Callable[[str], Any], icat_site: tuple[str, IcatPlus, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key as beacon gives it (a ConfigList of ConfigNodes); no data policy, so no proposal."""
+    monkeypatch.setenv("ICATPLUS_SESSION_ID", SESSION_ID)
+    monkeypatch.setenv("ICATPLUS_API_KEY", API_KEY)
+    url, app, _ = icat_site
+    config = add_yaml(
+        f"""
+        - name: yaml_tracker
+          plugin: bliss
+          package: bliss_sampletrack.tracker.controller
+          class: SampleTracker
+          beamline: id00
+          tag_scans: false
+          deliver_in_session: false
+          registries:
+            - type: manifest
+              path: sampletrack/samples.csv
+            - type: icatplus
+              name: parcels
+              url: {url}
+              timeout: 2
+              barcode_fields: [name, id]  # a ConfigList too
+        """
+    )
+    tracker = config.get("yaml_tracker")
+    try:
+        kinds = [type(member).__name__ for member in tracker.registry.registries]
+        assert kinds == ["ManifestRegistry", "IcatPlusRegistry"]
+        assert tracker.registry.registries[1].barcode_fields == ("name", "id")
+        info = tracker.__info__()
+        assert "registry  : manifest beacon:sampletrack/samples.csv (3 samples)" in info
+        assert f"registry  : ICAT+ {url} (no proposal: the ESRF data policy is off)" in info
+        assert tracker.resolve("LYS-0001").name == "lysozyme_1"  # the manifest answers first
+        assert tracker.resolve("LYS-0042").parcel_id is None  # ICAT+ has no proposal: unknown
+        assert "in no sample registry" in tracker.warnings[-1]
+        with pytest.raises(SampleTrackError, match="no proposal"):
+            tracker.refresh_registry()
+        gevent.sleep(0.2)  # the prefetch greenlet has run: without a proposal, it asks nothing
+        assert app.requests == []
+    finally:
+        tracker.close()
+
+
+BAD_REGISTRIES = [
+    (["registries: [{type: manifest, path: sampletrack/samples.csv}]", "manifest: x.csv"],
+     "key 'manifest' and 'registries' are both given"),
+    (["registries: {type: manifest, path: sampletrack/samples.csv}"],
+     "key 'registries' must be a list"),
+    (["registries: [{type: ispyb}]"],
+     "key 'registries' item 1: 'type' must be manifest or icatplus, got 'ispyb'"),
+    (["registries: [{type: manifest, file: a.csv}]"],
+     "key 'registries' item 1: a manifest takes 'path' only"),
+    (["registries: [{type: manifest, path: nowhere/none.csv}]"],
+     "key 'registries' item 1: 'path' names 'nowhere/none.csv', which beacon cannot serve"),
+    (["registries: [{type: icatplus, url: ftp://x}]"],
+     "key 'registries' item 1: registry 'icatplus': key 'url'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("lines", "message"), BAD_REGISTRIES)
+def test_registries_errors_name_the_key_and_the_item(
+    add_yaml: Callable[[str], Any], lines: list[str], message: str
+) -> None:
+    head = [
+        "- name: bad_tracker",
+        "  plugin: bliss",
+        "  package: bliss_sampletrack.tracker.controller",
+        "  class: SampleTracker",
+        "  beamline: id00",
+    ]
+    config = add_yaml("\n".join(head + [f"  {line}" for line in lines]) + "\n")
+    from bliss.config.static import ObjectCreationFailed
+
+    with pytest.raises(ObjectCreationFailed) as raised:  # BLISS wraps the object's error
+        config.get("bad_tracker")
+    error = raised.value.__cause__
+    assert isinstance(error, ConfigurationError), repr(error)
+    assert message in str(error) and "'bad_tracker' in tests/" in str(error)

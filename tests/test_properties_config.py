@@ -462,3 +462,13 @@ def test_pathological_yaml_is_a_configuration_error(text: str) -> None:
 def test_csv_cells_are_kept_verbatim() -> None:
     registry = ManifestRegistry("samples.csv", text="barcode,sample_id\r0042,007\r")
     assert registry.resolve("0042") is not None and registry.resolve("0042").sample_id == "007"  # type: ignore[union-attr]
+
+
+def test_string_list_takes_any_sequence_like_beacons_config_list() -> None:
+    # beacon hands YAML lists over as ConfigList, a MutableSequence that is not a list
+    from collections import UserList
+
+    cfg = ObjectConfig("tracker", {"no_read": UserList(["NR", "EMPTY"])})
+    assert cfg.string_list("no_read") == ("NR", "EMPTY")
+    with pytest.raises(ConfigurationError, match="no_read"):
+        ObjectConfig("tracker", {"no_read": UserList(["NR", 3])}).string_list("no_read")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import subprocess
 import sys
@@ -335,5 +337,158 @@ def test_esrf_policy_icat_fields_follow_mounts(bliss_session: Any, esrf: Any, be
         fields = data_policy.snapshot_fields(scan.scan_info)
         assert "SampleTrackingParcel_name" not in fields and "SampleChanger_name" not in fields
         assert scan.scan_info["sample"]["state"] == "EMPTY"
+    finally:
+        tracker.close()
+
+
+def test_repeated_codes_write_nothing_to_redis(
+    bliss_session: Any, scan_saving: Any, beacon: BeaconServer
+) -> None:
+    """A reader in continuous mode sees the mounted sample's code again and again: no change, so
+    no Redis write at all (counted with Redis keyspace notifications on the tracker's keys)."""
+    import redis as redis_py
+
+    clear_tracker_keys()
+    client = redis_py.Redis.from_url(beacon.redis_url, socket_timeout=10)
+    previous = client.config_get("notify-keyspace-events")["notify-keyspace-events"]
+    client.config_set("notify-keyspace-events", "KA")
+    pubsub = client.pubsub()
+    pubsub.psubscribe("__keyspace@*__:sampletrack:tracker:*", "__keyspace@*__:sampletrack:outbox:id00")
+    follower = make_tracker(
+        reader_mode="continuous", tag_scans=False, deliver_in_session=False, owner_ttl=600
+    )
+    simulator = follower.reader.simulator  # type: ignore[union-attr]
+    try:
+        follower.reader.connect()  # type: ignore[union-attr]
+        gevent.sleep(0.1)
+        simulator.push("LYS-0002")
+        with gevent.Timeout(10):
+            while follower.state is not TrackerState.MOUNTED:
+                gevent.sleep(0.02)
+        for _ in range(5):
+            simulator.push("LYS-0002")  # the same code, read again and again
+        gevent.sleep(0.3)
+        for _ in range(3):
+            follower.mount("LYS-0002")  # and by hand
+        simulator.push("THA-0003")  # a real change, after the repeats in the reader's order
+        with gevent.Timeout(10):
+            while follower.sample is None or follower.sample.barcode != "THA-0003":
+                gevent.sleep(0.02)
+        writes: list[tuple[str, str]] = []
+        with gevent.Timeout(10):
+            while sum(1 for key, op in writes if key.endswith(":state") and op == "set") < 2:
+                message = pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+                if message is not None:
+                    writes.append((message["channel"].decode(), message["data"].decode()))
+        while (message := pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)) is not None:
+            writes.append((message["channel"].decode(), message["data"].decode()))
+        state_writes = [op for key, op in writes if key.endswith(":tracker:state")]
+        assert state_writes == ["set", "set"], writes  # LYS-0002 mounted, then THA-0003
+        assert [op for key, op in writes if key.endswith(":outbox:id00")] == ["xadd"] * 3, writes  # 1 + 2
+        assert [e.sample.barcode for e in follower.store.history(10)] == ["THA-0003", "LYS-0002", "LYS-0002"]
+    finally:
+        follower.close()
+        pubsub.close()
+        client.config_set("notify-keyspace-events", previous)
+        client.close()
+
+
+def test_a_closed_reader_stops_continuous_tracking_with_a_warning(
+    bliss_session: Any, scan_saving: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    clear_tracker_keys()
+    follower = make_tracker(reader_mode="continuous", tag_scans=False, deliver_in_session=False)
+    reader = follower.reader
+    simulator = reader.simulator  # type: ignore[union-attr]
+    try:
+        reader.connect()  # type: ignore[union-attr]
+        with gevent.Timeout(10):  # the follower is following (else it would reopen the reader)
+            while not reader._subscribers:  # type: ignore[union-attr]
+                gevent.sleep(0.02)
+        with caplog.at_level(logging.WARNING, logger="bliss_sampletrack.tracker.controller"):
+            reader.close()  # type: ignore[union-attr]  # by the user (also stops the simulator)
+            with gevent.Timeout(10):
+                while follower._follower is not None:
+                    gevent.sleep(0.05)
+        [record] = [r for r in caplog.records if "was closed" in r.getMessage()]
+        assert record.levelno == logging.WARNING
+        assert "tracker 'tracker'" in record.getMessage() and "reader 'bcr' was closed" in record.getMessage()
+        assert "call tracker.activate() to follow it again" in record.getMessage()
+        assert "continuous tracking stopped" in follower.__info__()
+        simulator.power_on()  # the reader is back
+        follower.activate()  # as the warning says: follows (and reconnects) the reader again
+        with gevent.Timeout(10):
+            while reader.state != "connected":  # type: ignore[union-attr]
+                gevent.sleep(0.05)
+        gevent.sleep(0.1)
+        simulator.push("LYS-0001")
+        with gevent.Timeout(10):
+            while follower.state is not TrackerState.MOUNTED:
+                gevent.sleep(0.02)
+        assert follower.snapshot.source is Source.BARCODE_READER
+    finally:
+        follower.close()
+        simulator.power_on()
+
+
+def test_a_tracker_outside_any_session_records_with_no_session(beacon: BeaconServer, tmp_path: Path) -> None:
+    """A script (no BLISS session) mounts: ``bliss.current_session`` is a proxy to nothing there."""
+    script = tmp_path / "no_session.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import json
+            from bliss_sampletrack.testbed.session import import_bliss
+            import_bliss()
+            from bliss.config.static import get_config
+            from bliss_sampletrack.tracker.controller import SampleTracker
+            node = get_config().get_config("tracker")
+            config = {key: node.get(key) for key in node.keys() if key != "reader"}
+            config.update(tag_scans=False, deliver_in_session=False)
+            tracker = SampleTracker("nosession_tracker", config)
+            tracker.mount("LYS-0001")
+            [event] = tracker.store.history(5)
+            answer = {"session": event.session, "proposal": event.proposal, "owner": tracker.owner()}
+            print(json.dumps(answer))
+            tracker.close()
+            """
+        )
+    )
+    clear_tracker_keys("nosession_tracker")
+    env = {**os.environ, "BEACON_HOST": beacon.host}
+    result = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    assert answer["session"] == "(no session)" and answer["proposal"] is None
+    assert answer["owner"].startswith("this session (session '(no session)'")
+    clear_tracker_keys("nosession_tracker")
+
+
+def test_the_configuration_example_builds(
+    add_yaml: Any, bliss_session: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """config_examples/tracker/sample_tracker.yml, as written (ICAT+ pointed at a closed loopback port)."""
+    from bliss_sampletrack.tagging import data_policy
+    from bliss_sampletrack.tracker.icatplus_registry import IcatPlusRegistry
+    from bliss_sampletrack.tracker.registry import ManifestRegistry
+
+    example = Path(__file__).resolve().parents[1] / "config_examples" / "tracker" / "sample_tracker.yml"
+    text = example.read_text()
+    assert "https://icatplus.esrf.fr" in text and "- name: tracker\n" in text
+    text = text.replace("https://icatplus.esrf.fr", "http://127.0.0.1:9").replace(
+        "- name: tracker\n", "- name: example_tracker\n"
+    )
+    monkeypatch.setenv("ICATPLUS_SESSION_ID", "example-session")
+    monkeypatch.setenv("ICATPLUS_API_KEY", "example-key")
+    assert not data_policy.policy_active(bliss_session)  # so no proposal: ICAT+ is not asked
+    clear_tracker_keys("example_tracker")
+    tracker = add_yaml(text).get("example_tracker")
+    try:
+        manifest, icat = tracker.registry.registries
+        assert isinstance(manifest, ManifestRegistry) and isinstance(icat, IcatPlusRegistry)
+        assert icat.cache_ttl == 600 and tracker._lease.ttl == 10
+        assert tracker.resolve("LYS-0001").name == "lysozyme_1"
     finally:
         tracker.close()

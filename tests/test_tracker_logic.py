@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,14 +11,25 @@ import fakeredis
 import pytest
 
 from bliss_sampletrack.core import Event, EventType, Sample, Source, Status
+from bliss_sampletrack.core.sample import CONTRACT_SAMPLE_FIELDS, REGISTRY_NOTE_MAX
 from bliss_sampletrack.delivery.outbox import RedisStreamOutbox
-from bliss_sampletrack.errors import ConfigurationError, SampleTrackError
+from bliss_sampletrack.errors import (
+    ConfigurationError,
+    InvalidSampleError,
+    SampleTrackError,
+    TrackerOwnedError,
+)
 from bliss_sampletrack.tagging.icat_fields import ICAT_SAMPLE_FIELDS, icat_fields
 from bliss_sampletrack.tagging.scan_tag import end_of_scan_tag, sample_tag
 from bliss_sampletrack.tracker import state as machine
 from bliss_sampletrack.tracker.registry import ChainRegistry, ManifestRegistry
 from bliss_sampletrack.tracker.state import EventContext, Snapshot, TrackerState
-from bliss_sampletrack.tracker.store import RedisTrackerStore
+from bliss_sampletrack.tracker.store import (
+    OwnershipLostError,
+    RedisTrackerStore,
+    StaleStateError,
+    TrackerLease,
+)
 
 CTX = EventContext("id23-1", "mx", "mx2532")
 A = Sample(barcode="LYS-1", name="lysozyme 1", changer_name="flex", changer_position="3:05")
@@ -93,6 +105,78 @@ def test_degrade_refuses_other_states() -> None:
 def test_snapshot_round_trips() -> None:
     snap = mounted().snapshot
     assert Snapshot.from_dict(snap.to_dict()) == snap
+
+
+def test_registry_note_is_kept_in_the_snapshot_and_the_tag_never_in_events() -> None:
+    noted = Sample(barcode="LYS-1", name="lysozyme 1", registry_note="from the ICAT+ cache, may be stale")
+    assert noted == Sample(barcode="LYS-1", name="lysozyme 1")  # one sample, with or without a note
+    change = mounted(noted)
+    snap = change.snapshot
+    restored = Snapshot.from_dict(json.loads(json.dumps(snap.to_dict())))
+    assert restored.sample is not None and restored.sample.registry_note == noted.registry_note
+    assert sample_tag(snap, "t")["registry_note"] == noted.registry_note
+    assert "registry_note" not in sample_tag(mounted().snapshot, "t")  # no note, no key (HDF5: no null)
+    [event] = change.events
+    assert set(event.to_dict()["sample"]) == set(CONTRACT_SAMPLE_FIELDS)  # validated by the contract
+    assert "may be stale" not in event.to_json()
+    assert Event.from_json(event.to_json()) == event
+    assert "may be stale" not in str(icat_fields(snap))
+    Sample(barcode="X-1", registry_note="n" * REGISTRY_NOTE_MAX)
+    with pytest.raises(InvalidSampleError, match="'registry_note' is 513 characters long; at most 512"):
+        Sample(barcode="X-1", registry_note="n" * (REGISTRY_NOTE_MAX + 1))
+
+
+def test_a_snapshot_of_an_older_or_newer_version_still_loads() -> None:
+    """Two plugin versions may share the beacon Redis: a snapshot without the note (older), or
+    with sample fields this version does not know (newer), restores the mounted sample."""
+    current = mounted(Sample(barcode="LYS-1", name="lysozyme 1", registry_note="stale?")).snapshot.to_dict()
+    older = json.loads(json.dumps(current))
+    del older["sample"]["registry_note"]
+    loaded = Snapshot.from_dict(older)
+    assert loaded.state is TrackerState.MOUNTED and loaded.sample is not None
+    assert (loaded.sample.barcode, loaded.sample.registry_note) == ("LYS-1", None)
+    newer = json.loads(json.dumps(current))
+    newer["sample"].update(colour="blue", registry_note="x" * 2000)
+    newer["owner_hint"] = "a top-level key of a later version"
+    loaded = Snapshot.from_dict(newer)
+    assert loaded.sample is not None and loaded.sample.name == "lysozyme 1"
+    assert loaded.sample.registry_note is not None and len(loaded.sample.registry_note) == REGISTRY_NOTE_MAX
+    assert loaded.mount_event_id == uuid.UUID(current["mount_event_id"])
+    redis = fakeredis.FakeRedis()  # through the store too: the tracker would not start UNKNOWN
+    store = RedisTrackerStore(redis, "t", RedisStreamOutbox(redis, "id23-1"))
+    redis.set(store.state_key, json.dumps(newer))
+    assert store.load() == loaded
+    bad = json.loads(json.dumps(current))
+    bad["sample"]["barcode"] = "NOREAD"  # what identifies the sample is still validated
+    redis.set(store.state_key, json.dumps(bad))
+    with pytest.raises(SampleTrackError, match="unreadable"):
+        store.load()
+
+
+def test_a_commit_that_changes_nothing_writes_nothing_but_still_checks() -> None:
+    redis = fakeredis.FakeRedis()
+    outbox = RedisStreamOutbox(redis, "id23-1")
+    store = RedisTrackerStore(redis, "t", outbox)
+    lease = TrackerLease(redis, "t", "mx")
+    assert lease.acquire()
+    change = mounted()
+    raw = store.commit(change.snapshot, change.events, lease=lease, expect=None, check_state=True)
+    again = machine.mount(change.snapshot, A, Source.BARCODE_READER, CTX)  # the same code again
+    assert again.events == []
+    redis.pexpire(store.state_key, 600_000)  # any SET would clear this TTL: it shows a write
+    assert store.commit(again.snapshot, [], lease=lease, expect=raw, check_state=True) == raw
+    assert redis.pttl(store.state_key) > 0 and outbox.pending() == 1 and len(store.history()) == 1
+    # not written, yet checked as a real commit is: another writer's state, or a lost owner key
+    redis.set(store.state_key, raw.replace("MOUNTED", "EMPTY"))
+    with pytest.raises(StaleStateError):
+        store.commit(again.snapshot, [], lease=lease, expect=raw, check_state=True)
+    redis.set(store.state_key, raw)
+    redis.delete(lease.key)
+    with pytest.raises(OwnershipLostError):
+        store.commit(again.snapshot, [], lease=lease, expect=raw, check_state=True)
+    redis.set(lease.key, '{"session": "other", "host": "h", "pid": 1, "token": "t0", "since": "s"}')
+    with pytest.raises(TrackerOwnedError, match="session 'other' on host h"):
+        store.commit(again.snapshot, [], lease=lease, expect=raw, check_state=True)
 
 
 def test_store_commits_state_history_and_outbox_together() -> None:

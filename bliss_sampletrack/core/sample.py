@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from bliss_sampletrack.core.barcode import validate_barcode
@@ -22,6 +22,8 @@ CONTRACT_SAMPLE_FIELDS: dict[str, int] = {
 }
 CHANGER_NAME_MAX = 64
 CHANGER_POSITION_MAX = 32
+#: what a registry says about a record (e.g. that it comes from a cache that may be stale)
+REGISTRY_NOTE_MAX = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,10 @@ class Sample:
     container_position: str | None = None
     changer_name: str | None = None
     changer_position: str | None = None
+    #: what the registry says about the record (e.g. "from the ICAT+ cache of ..., may be stale"):
+    #: kept in the tracker's snapshot and the scan tag, never in an event (not in the contract's
+    #: sample object), and not compared (the same record with or without a note is one sample)
+    registry_note: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         self._check()
@@ -73,13 +79,14 @@ class Sample:
             **CONTRACT_SAMPLE_FIELDS,
             "changer_name": CHANGER_NAME_MAX,
             "changer_position": CHANGER_POSITION_MAX,
+            "registry_note": REGISTRY_NOTE_MAX,
         }
         for name, limit in limits.items():
             value = getattr(self, name)
             if value is not None and len(value) > limit:
                 raise InvalidSampleError(
-                    f"sample field {name!r} is {len(value)} characters long; the contract allows "
-                    f"at most {limit} ({value[:40]!r}...)"
+                    f"sample field {name!r} is {len(value)} characters long; at most {limit} are "
+                    f"allowed ({value[:40]!r}...)"
                 )
         if self.changer_position is not None and self.changer_name is None:
             raise InvalidSampleError(

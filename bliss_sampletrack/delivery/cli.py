@@ -1,5 +1,7 @@
 """``sampletrack deliver`` and ``sampletrack status``: the outbox outside a BLISS session.
 
+``status`` also says which BLISS session owns the tracker (records its changes) now.
+
 Both read the tracker's configuration from beacon (``--beacon HOST:PORT --tracker NAME``) and
 its outbox from beacon's Redis. ``deliver`` runs the same delivery loop as the session, under the
 same per-client Redis lock, so the two never deliver the same event concurrently: run it as a
@@ -116,10 +118,12 @@ def status_main(argv: list[str] | None = None) -> int:
         cfg, outbox, redis = _connect(args)
         from bliss_sampletrack.delivery.clients import clients_from_config
         from bliss_sampletrack.delivery.manager import DeliveryManager
-        from bliss_sampletrack.tracker.store import RedisTrackerStore
+        from bliss_sampletrack.tracker.store import RedisTrackerStore, TrackerLease
 
         store = RedisTrackerStore(redis, args.tracker, outbox)
         snapshot = store.load()
+        lease = TrackerLease(redis, args.tracker, "sampletrack status")  # only read, never taken
+        holder, claim_ms = lease.current(), redis.pttl(lease.key)
         manager = DeliveryManager(outbox, clients_from_config(cfg))
     except SampleTrackError as exc:
         print(f"sampletrack status: {exc}", file=sys.stderr)
@@ -132,6 +136,11 @@ def status_main(argv: list[str] | None = None) -> int:
         print(
             f"tracker {args.tracker!r}: {snapshot.state}{sample}{reason} since {snapshot.since.isoformat()}"
         )
+    if holder is None:
+        print("owner: nobody (the next change in a BLISS session takes it)")
+    else:
+        expires = f", claim expires in {claim_ms / 1000:.0f} s unless renewed" if claim_ms > 0 else ""
+        print(f"owner: {holder.describe()}{expires}")
     for event in store.history(5):
         print(f"  {event.occurred_at.isoformat()} {event.type} {event.status} {event.sample.label}")
     statuses = manager.status()

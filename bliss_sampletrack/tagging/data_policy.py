@@ -5,7 +5,9 @@ the supported BLISS versions stays here. Everything takes the BLISS session expl
 
 Reading and writing (the plugin's runtime uses only these):
 
-- :func:`policy_active`, :func:`proposal_name`, :func:`dataset_name`;
+- :func:`current_session` (None outside a session), :func:`policy_active`, :func:`proposal_name`,
+  :func:`dataset_name` (these three accept ``bliss.current_session``, a proxy, see
+  :func:`real_session`);
 - :func:`set_dataset_fields` (ICAT fields of the current dataset, ``None`` removes one),
   :func:`dataset_fields` (what the current dataset holds now);
 - :func:`new_dataset` (close the current dataset, which freezes its fields, and start a new one);
@@ -113,8 +115,30 @@ _MISSING = object()
 # --- reading --------------------------------------------------------------------------------------
 
 
+def real_session(session: Any) -> Session | None:
+    """``session`` itself, or None when it is ``bliss.current_session`` outside a session.
+
+    ``bliss.current_session`` is a proxy (``bliss.common.proxy.Proxy``): ``is None`` is never true
+    of it, even when no session is open, and its attributes then raise AttributeError. Its
+    ``__wrapped__`` is the session, or None (BLISS 2.0.3 and 2.4).
+    """
+    if session is None:
+        return None
+    return getattr(session, "__wrapped__", session)  # type: ignore[no-any-return]
+
+
+def current_session() -> Session | None:
+    """The current BLISS session, or None outside one (a script or a process with no session)."""
+    from bliss import current_session as proxy
+
+    return real_session(proxy)
+
+
 def policy_active(session: Session | None) -> bool:
-    """True when ``session`` saves scans under the ESRF data policy (``ESRFScanSaving``)."""
+    """True when ``session`` saves scans under the ESRF data policy (``ESRFScanSaving``).
+
+    ``session`` may be ``bliss.current_session`` (a proxy, see :func:`real_session`)."""
+    session = real_session(session)
     if session is None:
         return False
     return getattr(session.scan_saving, "data_policy", None) == "ESRF"
@@ -126,6 +150,7 @@ def proposal_name(session: Session | None) -> str | None:
     Caveat: when no proposal was ever chosen, BLISS selects (and creates in Redis) its default
     ``<beamline><yymm>`` on this first read, in both versions.
     """
+    session = real_session(session)
     if not policy_active(session):
         return None
     assert session is not None
@@ -139,6 +164,7 @@ def dataset_name(session: Session | None) -> str | None:
     The dataset's folder is ``<collection>_<dataset>``. None without the policy, or when BLISS 2.4
     has not chosen a dataset yet (2.0.3 chooses its default on this read).
     """
+    session = real_session(session)
     if not policy_active(session):
         return None
     assert session is not None
@@ -312,6 +338,8 @@ def policy_enabled(
 
 
 def _policy_scan_saving(session: Session) -> Any:
+    if real_session(session) is None:
+        raise SampleTrackError("no BLISS session: the ESRF data policy needs one")
     if not policy_active(session):
         raise SampleTrackError(
             f"the ESRF data policy is not enabled in BLISS session {getattr(session, 'name', session)!r}"

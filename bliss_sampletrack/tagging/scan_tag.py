@@ -30,6 +30,7 @@ _SAMPLE_KEYS = (
     "container_position",
     "changer_name",
     "changer_position",
+    "registry_note",  # e.g. the record came from a registry cache that may be stale
 )
 _DEFAULT_REASONS = {
     TrackerState.EMPTY: "no sample mounted",

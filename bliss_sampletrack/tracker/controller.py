@@ -9,8 +9,12 @@ Beacon YAML (``plugin: bliss``; keys and defaults in the README's configuration 
       beamline: id23-1
       reader: $bcr                 # optional: a barcode reader object
       reader_mode: triggered       # triggered (tracker.read_barcode()) | continuous
-      manifest: /data/id23-1/samples.csv
+      registries:                  # asked in this order; the first that knows a barcode answers
+        - {type: manifest, path: /data/id23-1/samples.csv}
+        - {type: icatplus, url: https://icatplus.esrf.fr}   # the proposal's parcels
       unknown_barcode: accept      # accept (with a warning) | refuse
+
+(``manifest: PATH`` or a list of paths, the older key, still works for manifests alone.)
 
 Every change is one transaction in the beacon Redis (snapshot, history, outbox: see
 :mod:`bliss_sampletrack.tracker.store`), done before the call returns; a change is then applied
@@ -31,7 +35,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -55,7 +59,7 @@ from bliss_sampletrack.errors import (
     TrackerOwnedError,
 )
 from bliss_sampletrack.readers.protocol import BarcodeRead, BarcodeReader
-from bliss_sampletrack.tagging import metadata, scan_policy
+from bliss_sampletrack.tagging import data_policy, metadata, scan_policy
 from bliss_sampletrack.tagging.icat_fields import icat_fields
 from bliss_sampletrack.tagging.scan_tag import sample_tag
 from bliss_sampletrack.tracker import state as machine
@@ -77,6 +81,7 @@ KEYS = {
     "reader",
     "reader_mode",
     "manifest",
+    "registries",
     "unknown_barcode",
     "history_size",
     "tag_scans",
@@ -94,7 +99,60 @@ CHANGE_ATTEMPTS = 3
 LEASE_CALL_TIMEOUT_S = 5.0
 
 
-def _manifest(cfg: ObjectConfig, location: str) -> ManifestRegistry:
+def _registries(
+    cfg: ObjectConfig, beamline: str, redis: Callable[[], Any], no_read: tuple[str, ...]
+) -> list[SampleRegistry]:
+    """The registry chain, in order: the ``registries:`` items (``type: manifest`` with ``path``,
+    or ``type: icatplus``), or the older ``manifest:`` key (manifests only). ``redis`` gives the
+    beacon Redis (the ICAT+ cache): asked only for an ICAT+ registry, so that a configuration
+    error is reported as such even where beacon cannot be reached."""
+    entries = cfg.config.get("registries")
+    manifests = cfg.string_list("manifest")
+    if entries is None:
+        return [_manifest(cfg, m) for m in manifests]
+    if manifests:
+        raise cfg.error(
+            "manifest", "and 'registries' are both given: list the manifests in 'registries' (type: manifest)"
+        )
+    # a YAML list from beacon is a ConfigList (a Sequence), not a list
+    if isinstance(entries, str | Mapping) or not isinstance(entries, Sequence):
+        raise cfg.error(
+            "registries", f"must be a list of registries (type: manifest | icatplus), got {entries!r}"
+        )
+    chain: list[SampleRegistry] = []
+    for number, entry in enumerate(entries, 1):
+        kind = entry.get("type") if isinstance(entry, Mapping) else None
+        if kind == "manifest":
+            if sorted(entry) != ["path", "type"] or not isinstance(entry.get("path"), str):
+                raise cfg.error(
+                    "registries", f"item {number}: a manifest takes 'path' only, got {sorted(entry)}"
+                )
+            chain.append(_manifest(cfg, entry["path"], "registries", f"item {number}: 'path' "))
+        elif kind == "icatplus":
+            from bliss_sampletrack.tracker.icatplus_registry import IcatPlusRegistry
+
+            where = f"{cfg.name!r} in {cfg.filename}, key 'registries' item {number}"
+            chain.append(
+                IcatPlusRegistry.from_config(
+                    _plain(entry), where, redis=redis(), beamline=beamline, no_read=no_read
+                )
+            )
+        else:
+            raise cfg.error("registries", f"item {number}: 'type' must be manifest or icatplus, got {kind!r}")
+    return chain
+
+
+def _plain(value: Any) -> Any:
+    """Beacon's ConfigNode/ConfigList as dict/list (what YAML gives outside BLISS), for code that
+    checks ``isinstance(..., list)``."""
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _manifest(cfg: ObjectConfig, location: str, key: str = "manifest", item: str = "") -> ManifestRegistry:
     """An absolute path is a local file; a relative one is a file of the beacon configuration
     (served by beacon like the YAML files, so every BLISS host sees the same manifest)."""
     if Path(location).is_absolute():
@@ -104,7 +162,7 @@ def _manifest(cfg: ObjectConfig, location: str) -> ManifestRegistry:
     try:
         text = get_text_file(location)
     except RuntimeError as exc:
-        raise cfg.error("manifest", f"names {location!r}, which beacon cannot serve: {exc}") from None
+        raise cfg.error(key, f"{item}names {location!r}, which beacon cannot serve: {exc}") from None
     return ManifestRegistry(f"beacon:{location}", text=text)
 
 
@@ -134,11 +192,12 @@ class SampleTracker:
         self.set_icat_fields = cfg.get("icat_fields", bool, True)
         self.new_dataset_on_change = cfg.get("new_dataset_on_change", bool, True)
         self.no_read = cfg.string_list("no_read")
-        self.registry: SampleRegistry = ChainRegistry(_manifest(cfg, m) for m in cfg.string_list("manifest"))
         self.warnings: list[str] = []
+        self._noted: tuple[str, str | None] | None = None  # the last registry note warned about
 
         from bliss.config.conductor.client import get_redis_proxy
 
+        self.registry = ChainRegistry(_registries(cfg, self.beamline, get_redis_proxy, self.no_read))
         redis = get_redis_proxy()
         self.outbox = RedisStreamOutbox(redis, self.beamline)
         self.store = RedisTrackerStore(redis, name, self.outbox, cfg.get("history_size", int, 1000))
@@ -154,6 +213,7 @@ class SampleTracker:
         self._raw: str | None = None  # the state text in Redis this object's snapshot came from
         self._snapshot = self._restore()
         self._follower: gevent.Greenlet | None = None
+        self._prefetches: list[gevent.Greenlet] = []
         self._tagger: metadata.ScanTagger | None = None
         self._check_owner()
         self.activate()
@@ -171,6 +231,11 @@ class SampleTracker:
             self._follower.name = f"sampletrack-{self.name}-reader"
         if self.deliver_in_session:
             self.delivery.start()
+        self._prefetches = [greenlet for greenlet in self._prefetches if not greenlet.dead]
+        for member in self.registry.registries:
+            prefetch = getattr(member, "prefetch", None)
+            if prefetch is not None:  # e.g. the proposal's ICAT+ parcels, in the background
+                self._prefetches.append(prefetch())
 
     def close(self) -> None:
         """Stop tagging scans, following the reader and delivering, and give up the ownership;
@@ -183,6 +248,12 @@ class SampleTracker:
             metadata.uninstall(self.name)
             self._tagger = None
         scan_policy.uninstall(self._preset_name)
+        prefetches, self._prefetches = self._prefetches, []
+        gevent.killall(prefetches, timeout=LEASE_CALL_TIMEOUT_S)  # none may outlive its HTTP session
+        for member in self.registry.registries:
+            closing = getattr(member, "close", None)
+            if closing is not None:
+                closing()
         self._release()
 
     __close__ = close  # BLISS calls it when the session closes
@@ -259,12 +330,31 @@ class SampleTracker:
             ) from None
         return self._mount_read(read)
 
+    def refresh_registry(self) -> None:
+        """Read the sample registries that can be refreshed again now (the ICAT+ parcels of the
+        current proposal, e.g. parcels declared since the last read) and show each registry."""
+        failures: list[str] = []
+        for member in self.registry.registries:
+            refresh = getattr(member, "refresh", None)
+            if refresh is not None:
+                try:
+                    refresh()
+                except SampleTrackError as exc:  # the others are still refreshed; raised below
+                    failures.append(str(exc))
+            print(member.describe())
+        if failures:
+            raise SampleTrackError(f"tracker {self.name!r}: registry refresh failed: {'; '.join(failures)}")
+
     @typecheck
     def resolve(self, barcode: str) -> Sample:
         """The sample record for ``barcode`` (registry), following the unknown-barcode policy."""
         code = validate_barcode(barcode, no_read=self.no_read)
         sample = self.registry.resolve(code)
         if sample is not None:
+            noted = (code, sample.registry_note)
+            if sample.registry_note and noted != self._noted:  # once, not at every repeated read
+                self._warn(f"barcode {code!r}: {sample.registry_note}")  # e.g. from an old ICAT+ cache
+            self._noted = noted
             return sample
         if self.unknown_barcode == "refuse":
             raise MountRefusedError(
@@ -410,9 +500,8 @@ class SampleTracker:
 
     @staticmethod
     def _session_name() -> str:
-        from bliss import current_session
-
-        return current_session.name if current_session is not None else "(no session)"
+        session = data_policy.current_session()
+        return session.name if session is not None else "(no session)"
 
     # -- ownership: one writing session per tracker ------------------------------------------------
     def _check_owner(self) -> None:
@@ -472,21 +561,10 @@ class SampleTracker:
             log.warning("tracker %r: cannot release the owner key %r: %s", self.name, self._lease.key, exc)
 
     def _context(self) -> EventContext:
-        from bliss import current_session
-
-        proposal = None
-        if self._policy_active():
-            from bliss_sampletrack.tagging import data_policy
-
-            proposal = data_policy.proposal_name(current_session)
-        return EventContext(self.beamline, current_session.name, proposal)
-
-    def _policy_active(self) -> bool:
-        from bliss import current_session
-
-        from bliss_sampletrack.tagging import data_policy
-
-        return current_session is not None and data_policy.policy_active(current_session)
+        # outside a session (a script using the tracker): events say "(no session)", no proposal
+        session = data_policy.current_session()
+        proposal = data_policy.proposal_name(session)
+        return EventContext(self.beamline, self._session_name(), proposal)
 
     def _apply(self, make: Callable[[Snapshot], Change]) -> list[Event]:
         """Compute a change from the current snapshot and commit it, as the tracker's owner."""
@@ -533,16 +611,13 @@ class SampleTracker:
         return change.events
 
     def _update_icat(self, before: Snapshot, after: Snapshot) -> None:
-        if not self.set_icat_fields or not self._policy_active():
+        session = data_policy.current_session()
+        if not self.set_icat_fields or session is None or not data_policy.policy_active(session):
             return
-        from bliss import current_session
-
-        from bliss_sampletrack.tagging import data_policy
-
         try:
             if self.new_dataset_on_change and before.mount_event_id != after.mount_event_id:
-                data_policy.new_dataset(current_session)
-            data_policy.set_dataset_fields(current_session, icat_fields(after))
+                data_policy.new_dataset(session)
+            data_policy.set_dataset_fields(session, icat_fields(after))
         except SampleTrackError as exc:
             raise SampleTrackError(
                 f"tracker {self.name!r}: the change to {after.state} is recorded, but the ICAT dataset "
@@ -556,20 +631,28 @@ class SampleTracker:
 
     def _follow_reader(self) -> None:
         assert self.reader is not None
-        for outcome in self.reader.stream():
+        self._follow(self.reader)
+        # stream() without a timeout ends only when the reader is closed (tracker.close() kills
+        # this greenlet instead): following it again would reopen it, against the user's close
+        self._follower = None
+        self._warn(
+            f"reader {self.reader.name!r} was closed: continuous tracking stopped, mounts are no longer "
+            f"recorded from it; call {self.name}.activate() to follow it again (it reconnects the reader)"
+        )
+
+    def _follow(self, reader: BarcodeReader) -> None:
+        for outcome in reader.stream():
             if isinstance(outcome, BarcodeRead):
                 try:
                     self._mount_read(outcome)
                 except SampleTrackError as exc:
-                    self._warn(
-                        f"code {outcome.barcode!r} from reader {self.reader.name!r} not recorded: {exc}"
-                    )
+                    self._warn(f"code {outcome.barcode!r} from reader {reader.name!r} not recorded: {exc}")
             elif isinstance(outcome, ReaderConnectionError):
                 snap = self._snapshot
                 if snap.state is TrackerState.MOUNTED and snap.source is Source.BARCODE_READER:
                     try:
                         self.set_unknown(
-                            f"reader {self.reader.name!r} went offline while {snap.sample.label} was mounted"
+                            f"reader {reader.name!r} went offline while {snap.sample.label} was mounted"
                         )  # type: ignore[union-attr]
                     except SampleTrackError as exc:  # e.g. owned by another session: keep following
                         self._warn(f"tracker not set UNKNOWN: {exc}")
@@ -594,7 +677,11 @@ class SampleTracker:
                 + (f", last error: {self.reader.last_error}" if self.reader.last_error else "")
                 + ")"
             )
-        lines.append(f"  registry  : {self.registry.describe()} (unknown barcodes: {self.unknown_barcode})")
+        for member in self.registry.registries:
+            lines.append(f"  registry  : {member.describe()}")
+        if not self.registry.registries:
+            lines.append("  registry  : none")
+        lines.append(f"  unknown   : barcodes in no registry: {self.unknown_barcode}")
         lines.append(f"  owner     : {self.owner()}")
         tagging = "on" if self._tagger is not None else "off"
         lines.append(f"  scans     : tagging {tagging}, policy {self.scan_policy}")

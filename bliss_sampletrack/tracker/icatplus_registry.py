@@ -92,7 +92,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -1051,7 +1051,7 @@ class IcatPlusRegistry:
         barcode_fields = node.get("barcode_fields", ["name"])
         barcode_fields = [barcode_fields] if isinstance(barcode_fields, str) else barcode_fields
         if (
-            not isinstance(barcode_fields, list)
+            not (isinstance(barcode_fields, Sequence) and not isinstance(barcode_fields, bytes))
             or not barcode_fields
             or set(barcode_fields) - set(BARCODE_FIELDS)
         ):

@@ -20,14 +20,19 @@ Rules:
 
 from __future__ import annotations
 
+import logging
 import uuid
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from bliss_sampletrack.core import Event, Sample, Source, Status
 from bliss_sampletrack.core.contract import format_timestamp, parse_timestamp
+from bliss_sampletrack.core.sample import REGISTRY_NOTE_MAX
+
+log = logging.getLogger(__name__)
 
 
 class TrackerState(StrEnum):
@@ -72,14 +77,37 @@ class Snapshot:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Snapshot:
+        """The snapshot of :meth:`to_dict`, also as written by an older or newer version of the
+        plugin (see :func:`_snapshot_sample`); unknown top-level keys are ignored."""
         return cls(
             state=TrackerState(data["state"]),
             since=parse_timestamp(data["since"]),
-            sample=None if data.get("sample") is None else Sample.from_dict(data["sample"]),
+            sample=None if data.get("sample") is None else _snapshot_sample(data["sample"]),
             source=None if data.get("source") is None else Source(data["source"]),
             mount_event_id=None if data.get("mount_event_id") is None else uuid.UUID(data["mount_event_id"]),
             reason=data.get("reason", ""),
         )
+
+
+_SAMPLE_FIELDS = frozenset(f.name for f in fields(Sample))
+
+
+def _snapshot_sample(data: Mapping[str, Any]) -> Sample:
+    """The sample of a persisted snapshot. Another version of the plugin may share the beacon
+    Redis (a second BLISS host not yet upgraded, or a downgrade): fields it added that this one
+    does not know are dropped, and a longer ``registry_note`` is cut, so that the tracker keeps
+    the mounted sample instead of restarting UNKNOWN. Every version knows the identifying
+    fields (barcode, name...), which are still validated."""
+    if not isinstance(data, Mapping):
+        raise TypeError(f"the snapshot's sample must be a mapping, got {type(data).__name__}")
+    unknown = sorted(set(data) - _SAMPLE_FIELDS, key=str)
+    if unknown:
+        log.debug("snapshot sample fields %s are unknown to this version: ignored", unknown)
+    values = {key: value for key, value in data.items() if key in _SAMPLE_FIELDS}
+    note = values.get("registry_note")
+    if isinstance(note, str) and len(note) > REGISTRY_NOTE_MAX:
+        values["registry_note"] = note[: REGISTRY_NOTE_MAX - 3] + "..."
+    return Sample(**values)
 
 
 @dataclass(frozen=True, slots=True)

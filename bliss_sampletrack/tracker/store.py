@@ -9,7 +9,8 @@ either the change and its events are all recorded, or none of it is.
 A tracker's commit is also conditional (WATCH on the owner key and the state key): it is applied
 only while this process holds the owner key and while the state in Redis is still the one the
 change was computed from. A session paused past its lease, or a second session by mistake,
-cannot overwrite what the owner wrote.
+cannot overwrite what the owner wrote. A commit that would write the very state Redis holds, with
+no event, writes nothing (it only reads both keys to check them).
 
 What a crash costs (the tracker writes nothing else that must agree with these keys):
 
@@ -274,8 +275,14 @@ class RedisTrackerStore:
         With ``lease``, only while this process holds the owner key (else
         :class:`TrackerOwnedError` or :class:`OwnershipLostError`); with ``check_state``, only
         while the state key's text is ``expect`` (else :class:`StaleStateError`). Returns the
-        state text written."""
+        state text written.
+
+        A change that is no change (no event, and the very text ``expect`` already holds: a
+        reader in continuous mode reading the same code again) writes nothing: the same checks
+        are made by reading the two keys (one MGET), without a transaction."""
         data = json.dumps(snapshot.to_dict())
+        if check_state and not events and data == expect:
+            return self._unchanged(data, lease)
         watched = ([lease.key] if lease is not None else []) + ([self.state_key] if check_state else [])
         for _ in range(WATCH_ATTEMPTS):
             pipe = self.redis.pipeline(transaction=True)
@@ -306,6 +313,15 @@ class RedisTrackerStore:
             f"tracker state {self.state_key!r}: its keys changed {WATCH_ATTEMPTS} times in a row while "
             "committing; nothing was recorded: another session writes this tracker, close it"
         )
+
+    def _unchanged(self, data: str, lease: TrackerLease | None) -> str:
+        """Check, without writing, that Redis still holds ``data`` (and the owner key is ours)."""
+        current, *owner = self.redis.mget([self.state_key, *([lease.key] if lease is not None else [])])
+        if lease is not None:
+            lease.check(owner[0])
+        if _text(current) != data:
+            raise StaleStateError(f"the state in Redis key {self.state_key!r} changed under this tracker")
+        return data
 
     def history(self, count: int = 20) -> list[Event]:
         """The last ``count`` events, newest first."""
