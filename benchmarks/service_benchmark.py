@@ -32,7 +32,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from bliss_sampletrack.core.contract import format_timestamp
 from bliss_sampletrack.service.auth import create_token
 from bliss_sampletrack.service.events import canonical_json, to_micros
 from bliss_sampletrack.service.storage import NewEvent, SqlStorage, open_storage
+from bliss_sampletrack.testbed.events import make_event
 
 BEAMLINES = [f"id{n:02d}" for n in range(1, 31)]
 START = datetime(2024, 1, 1, tzinfo=UTC)
@@ -55,30 +55,15 @@ SPAN = timedelta(days=730)
 def event_dict(
     kind: str, beamline: str, barcode: str, when: datetime, mount_id: str | None = None
 ) -> dict[str, Any]:
-    return {
-        "event_id": str(uuid.uuid4()),
-        "type": kind,
-        "occurred_at": format_timestamp(when),
-        "beamline": beamline,
-        "session": f"{beamline}_session",
-        "proposal": "mx2532",
-        "sample": {
-            "barcode": barcode,
-            "name": f"sample-{barcode}",
-            "sample_id": None,
-            "parcel_id": None,
-            "parcel_name": None,
-            "container_id": "puck-7",
-            "container_name": "Puck 7",
-            "container_position": "5",
-        },
-        "sample_changer": {"name": "flex", "position": "3:05"},
-        "source": "sample_changer",
-        "status": "SUCCESS",
-        "message": "",
-        "mount_event_id": mount_id,
-        "producer": {"software": "bliss-sampletrack", "version": "0.1.0", "host": f"{beamline}-ctl"},
-    }
+    return make_event(
+        type=kind,
+        occurred_at=format_timestamp(when),
+        beamline=beamline,
+        session=f"{beamline}_session",
+        sample={"barcode": barcode, "name": f"sample-{barcode}"},
+        mount_event_id=mount_id,
+        producer={"host": f"{beamline}-ctl"},
+    )
 
 
 def stored(data: dict[str, Any]) -> NewEvent:

@@ -30,7 +30,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,45 +37,15 @@ from typing import Any
 
 import pytest
 
+# the tests' event builder, shared with the benchmarks (imported from here by the service tests)
+from bliss_sampletrack.testbed.events import make_event as make_event
+
 REPO = Path(__file__).resolve().parents[1]
 SERVING = re.compile(r"serving on (http://[\d.]+:\d+\S*?)/? ")
 _db_counter = itertools.count(1)
 
 
 # --- events ------------------------------------------------------------------------------------
-def make_event(**overrides: Any) -> dict[str, Any]:
-    """A valid contract event; ``sample`` and ``producer`` overrides are merged into the defaults."""
-    event: dict[str, Any] = {
-        "event_id": str(uuid.uuid4()),
-        "type": "mounted",
-        "occurred_at": "2026-11-24T10:00:00.000000Z",
-        "beamline": "id23-1",
-        "session": "demo_session",
-        "proposal": "mx2532",
-        "sample": {
-            "barcode": "BC-0001",
-            "name": "lysozyme-1",
-            "sample_id": None,
-            "parcel_id": None,
-            "parcel_name": None,
-            "container_id": "puck-7",
-            "container_name": "Puck 7",
-            "container_position": "5",
-        },
-        "sample_changer": {"name": "flex", "position": "3:05"},
-        "source": "sample_changer",
-        "status": "SUCCESS",
-        "message": "",
-        "mount_event_id": None,
-        "producer": {"software": "bliss-sampletrack", "version": "0.1.0", "host": "id23-1-ctl"},
-    }
-    for key in ("sample", "producer"):
-        if isinstance(overrides.get(key), dict):
-            overrides[key] = {**event[key], **overrides[key]}
-    event.update(overrides)
-    return event
-
-
 def stamp(minutes: float, day: str = "2026-11-24") -> str:
     """``occurred_at`` text ``minutes`` after midnight of ``day``."""
     total_us = round(minutes * 60_000_000)

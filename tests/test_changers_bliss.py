@@ -298,9 +298,11 @@ class HypotheticalRobot:
         self.loaded, self.sample_detected = "", False
 
 
-def test_generic_adapter_over_a_robot_object(tracker: SampleTracker) -> None:
-    robot = HypotheticalRobot()
-    changer = BlissObjectChanger(
+def robot_changer(
+    robot: HypotheticalRobot, *, poll_period: float, presence_settle: float
+) -> BlissObjectChanger:
+    """The generic adapter ``robot_sc`` over ``robot`` (its methods and attributes as configured)."""
+    return BlissObjectChanger(
         "robot_sc",
         {
             "object": robot,
@@ -308,10 +310,15 @@ def test_generic_adapter_over_a_robot_object(tracker: SampleTracker) -> None:
             "presence": "sample_detected",
             "mount": "load_sample",
             "unmount": "unload_sample",
-            "poll_period": 0.02,
-            "presence_settle": 0.05,
+            "poll_period": poll_period,
+            "presence_settle": presence_settle,
         },
     )
+
+
+def test_generic_adapter_over_a_robot_object(tracker: SampleTracker) -> None:
+    robot = HypotheticalRobot()
+    changer = robot_changer(robot, poll_period=0.02, presence_settle=0.05)
     link = link_changer(tracker, changer, reader=tracker.reader)
     try:
         tracker.reader.present("LYS-0001")  # type: ignore[union-attr]  # a reader at the goniometer

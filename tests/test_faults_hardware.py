@@ -19,11 +19,11 @@ import gevent.event
 import gevent.monkey
 import gevent.socket
 import pytest
-from test_changers_bliss import HypotheticalRobot, clear_tracker_keys, contract
+import test_changers_bliss
+from test_changers_bliss import HypotheticalRobot, clear_tracker_keys, contract, robot_changer
 from test_tracker_bliss import make_tracker
 
 from bliss_sampletrack.changers.errors import ChangerTimeout, MountFailedError
-from bliss_sampletrack.changers.generic import BlissObjectChanger
 from bliss_sampletrack.changers.link import ChangerLink, link_changer
 from bliss_sampletrack.changers.protocol import ChangerEventKind
 from bliss_sampletrack.changers.robot_actions import ActionType, robot_actions
@@ -364,35 +364,9 @@ def test_a_continuous_tracker_under_garbage_and_flood_keeps_the_latest_code(
 
 
 # -- sample changers failing mid-mount ------------------------------------------------------------------
-@pytest.fixture
-def tracker(bliss_session: Any, scan_saving: Any) -> Iterator[SampleTracker]:
-    clear_tracker_keys()
-    tracker = make_tracker()
-    tracker.reader.remove()  # type: ignore[union-attr]
-    yield tracker
-    tracker.close()
-
-
-@pytest.fixture
-def sc(bliss_session: Any) -> Iterator[SimulatedChanger]:
-    """The demo changer, fast and reset (one instance per session)."""
-    from bliss.config.static import get_config
-
-    changer = get_config().get("sc")
-    changer.reset()
-    timing = changer.load_time, changer.unload_time
-    changer.load_time = changer.unload_time = 0.05
-    yield changer
-    changer.load_time, changer.unload_time = timing
-    changer.reset()
-
-
-@pytest.fixture
-def link(tracker: SampleTracker, sc: SimulatedChanger) -> Iterator[ChangerLink]:
-    link = link_changer(tracker, sc, name="sc_link")
-    yield link
-    link.close()
-
+# the changer tests' fixtures: a tracker without its reader, the demo changer ``sc`` (reset, fast) and
+# the link between them
+tracker, sc, link = test_changers_bliss.tracker, test_changers_bliss.sc, test_changers_bliss.link
 
 FAULTS = {
     "dropped_pin": (MountFailedError, "the pin was dropped midway"),
@@ -466,18 +440,7 @@ def test_an_unload_failing_midway_leaves_the_tracker_in_conflict(
 # -- presence sensor flapping ---------------------------------------------------------------------------
 def test_a_flapping_presence_sensor_is_debounced_by_the_generic_adapter(tracker: SampleTracker) -> None:
     robot = HypotheticalRobot()
-    changer = BlissObjectChanger(
-        "robot_sc",
-        {
-            "object": robot,
-            "mounted_address": "get_loaded_sample",
-            "presence": "sample_detected",
-            "mount": "load_sample",
-            "unmount": "unload_sample",
-            "poll_period": 0.01,
-            "presence_settle": 1.0,
-        },
-    )
+    changer = robot_changer(robot, poll_period=0.01, presence_settle=1.0)
     seen: list[ChangerEventKind] = []
     changer.subscribe(lambda event: seen.append(event.kind))
     link = link_changer(tracker, changer, reader=tracker.reader)

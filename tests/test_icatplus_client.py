@@ -8,19 +8,15 @@ them checks that the client's request has the shape the installed pyicat-plus gi
 
 from __future__ import annotations
 
-import json
 import logging
-import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl
 
-import gevent
 import pytest
+from http_scripts import Answer, Recorded, ScriptedServer, free_port, serving
 
 from bliss_sampletrack.core import Event, Sample, Source, Status
 from bliss_sampletrack.delivery.clients import (
@@ -52,63 +48,22 @@ FULL_SAMPLE = Sample(
 )
 
 
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    body: Any
-
-
-Answer = tuple[int, dict[str, str], Any]
-
-
-class IcatRecorder:
+class IcatRecorder(ScriptedServer):
     """Records every request; answers from ``answers`` (then 200 with the stored logbook event)."""
 
-    def __init__(self) -> None:
-        self.requests: list[Recorded] = []
-        self.answers: list[Answer] = []
-        self.hang = 0.0
+    text_type = "application/json"  # as ICAT+ labels even its text answers
 
-    @staticmethod
-    def stored(request: Recorded) -> Any:
-        return {"_id": uuid.uuid4().hex[:24], **request.body} if request.method == "POST" else "OK"
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        raw = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
-        headers = {k[5:].replace("_", "-").title(): v for k, v in environ.items() if k.startswith("HTTP_")}
-        if environ.get("CONTENT_TYPE"):
-            headers["Content-Type"] = environ["CONTENT_TYPE"]
-        request = Recorded(
-            environ["REQUEST_METHOD"],
-            environ["PATH_INFO"],
-            dict(parse_qsl(environ.get("QUERY_STRING", ""))),
-            headers,
-            json.loads(raw) if raw else None,
-        )
-        self.requests.append(request)
-        if self.hang:
-            gevent.sleep(self.hang)
-        # by default ICAT+'s answer to a notification: the stored logbook event (pyicat-plus 3 parses it)
-        status, extra, answer = self.answers.pop(0) if self.answers else (200, {}, self.stored)
-        if callable(answer):
-            answer = answer(request)
-        data = answer.encode() if isinstance(answer, str) else json.dumps(answer).encode()
-        start_response(f"{status} Scripted", [("Content-Type", "application/json"), *extra.items()])
-        return [data]
+    def default(self, request: Recorded) -> Answer:
+        # ICAT+'s answer to a notification: the stored logbook event (pyicat-plus 3 parses it)
+        stored = {"_id": uuid.uuid4().hex[:24], **request.body} if request.method == "POST" else "OK"
+        return 200, {}, stored
 
 
 @pytest.fixture
 def icat() -> Iterator[tuple[str, IcatRecorder]]:
-    from gevent.pywsgi import WSGIServer
-
     recorder = IcatRecorder()
-    server = WSGIServer(("127.0.0.1", 0), recorder, log=None)
-    server.start()
-    yield f"http://127.0.0.1:{server.server_port}", recorder
-    server.stop(timeout=1)
+    with serving(recorder) as url:
+        yield url, recorder
 
 
 @pytest.fixture(autouse=True)
@@ -132,12 +87,6 @@ def mounted(sample: Sample = FULL_SAMPLE, **kwargs: Any) -> Event:
 def unmounted(sample: Sample = FULL_SAMPLE, **kwargs: Any) -> Event:
     values = {"beamline": "id23-1", "session": "mx", "source": Source.SAMPLE_CHANGER, "occurred_at": T0}
     return Event.unmounted(sample, **{**values, **kwargs})
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 PARCEL = {"investigation_id": 1234567}

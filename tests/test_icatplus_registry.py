@@ -16,14 +16,14 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
 
 import gevent
 import pytest
+from http_scripts import Answer, Recorded, ScriptedServer, serving
 from tls_fixtures import make_pki
 
 from bliss_sampletrack.core import Sample
@@ -118,27 +118,16 @@ LYS_0042 = Sample(
 )
 
 
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    query: dict[str, str]
-    body: Any
-
-    @property
-    def line(self) -> tuple[str, str, dict[str, str]]:
-        return self.method, self.path, self.query
-
-
-class IcatPlus:
+class IcatPlus(ScriptedServer):
     """Answers like ICAT+ (the routes the registry uses); records every request."""
 
+    text_type = "application/json"
+    reason = "ICAT+"
+
     def __init__(self) -> None:
-        self.requests: list[Recorded] = []
+        super().__init__()
         self.sessions = {SESSION_ID}
         self.logins = 0
-        self.hang = 0.0
-        self.hang_on = ""  # hang only on paths that end so
         self.parcels = {"123": parcels_123(), "456": parcels_456()}
         self.samples = {"123": [{"id": 77001, "name": "lysozyme"}, {"id": 77002, "name": "thaumatin"}]}
         self.investigations = {
@@ -149,20 +138,9 @@ class IcatPlus:
             ("id23-1", "mx9999"): [{"id": 456, "name": "MX9999", "startDate": "2021-01-01T08:00:00+01:00"}],
         }
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        raw = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
-        request = Recorded(
-            environ["REQUEST_METHOD"],
-            environ["PATH_INFO"],
-            dict(parse_qsl(environ.get("QUERY_STRING", ""))),
-            json.loads(raw) if raw else None,
-        )
-        self.requests.append(request)
-        if self.hang and request.path.endswith(self.hang_on):
-            gevent.sleep(self.hang)
+    def default(self, request: Recorded) -> Answer:
         status, answer = self.answer(request)
-        start_response(f"{status} ICAT+", [("Content-Type", "application/json")])
-        return [json.dumps(answer).encode()]
+        return status, {}, json.dumps(answer)  # text too as JSON ("Forbidden" quoted), as ICAT+ does
 
     def answer(self, request: Recorded) -> tuple[int, Any]:
         path, query = request.path, request.query
@@ -215,13 +193,9 @@ class Proposal:
 
 @pytest.fixture
 def icat() -> Iterator[tuple[str, IcatPlus]]:
-    from gevent.pywsgi import WSGIServer
-
     app = IcatPlus()
-    server = WSGIServer(("127.0.0.1", 0), app, log=None)
-    server.start()
-    yield f"http://127.0.0.1:{server.server_port}", app
-    server.stop(timeout=1)
+    with serving(app) as url:
+        yield url, app
 
 
 @pytest.fixture
@@ -591,16 +565,11 @@ def test_tls_follows_the_rule_of_every_client(
     """Over HTTPS: an unknown CA is refused before any request reaches the server, a CA bundle
     path makes it trusted (then ``requests`` only: pyicat-plus cannot take one), ``false`` works
     with one WARNING naming the registry and the URL; a bad setting names the key."""
-    from gevent.pywsgi import WSGIServer
-
     for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR"):
         monkeypatch.delenv(name, raising=False)  # the environment's CA bundle must not decide this
     pki = make_pki(tmp_path)
     app = IcatPlus()
-    server = WSGIServer(("127.0.0.1", 0), app, log=None, certfile=str(pki.cert), keyfile=str(pki.key))
-    server.start()
-    url = f"https://127.0.0.1:{server.server_port}"
-    try:
+    with serving(app, certfile=str(pki.cert), keyfile=str(pki.key)) as url:
         caplog.set_level(logging.INFO)
         untrusted = env.registry(url=url)
         with pytest.raises(IcatPlusUnavailable, match="TLS certificate verification failed"):
@@ -623,8 +592,6 @@ def test_tls_follows_the_rule_of_every_client(
         text = warning.getMessage()
         assert "sample registry 'icatplus'" in text and url in text and "verification is OFF" in text
         assert unverified.resolve("LYS-0042") is not None
-    finally:
-        server.stop(timeout=1)
     cases = [
         ({"verify_tls": str(tmp_path / "no-such-ca.pem")}, "key 'verify_tls': CA bundle"),
         ({"verify_tls": "false"}, "key 'verify_tls' is the text 'false'"),

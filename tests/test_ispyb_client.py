@@ -10,19 +10,16 @@ to answer anything else, or to hang.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import socket
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import gevent
 import pytest
+from http_scripts import Answer, Recorded, ScriptedServer, free_port, serving
 from outboxes import fill
 from tls_fixtures import Pki, make_pki
 
@@ -48,27 +45,14 @@ FULL_SAMPLE = Sample(
 )
 
 
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any
-
-
-Answer = tuple[int, dict[str, str], Any] | None  # None: answer as ISPyB would
-
-
-class IspybRecorder:
+class IspybRecorder(ScriptedServer):
     """Answers like the ISPyB core REST API (robot actions only), or from ``answers`` first."""
 
     def __init__(self) -> None:
-        self.requests: list[Recorded] = []
-        self.answers: list[Answer] = []
+        super().__init__()
         self.rows: dict[int, dict[str, Any]] = {}  # what ISPyB stored, by robotActionId
-        self.hang = 0.0
 
-    def ispyb(self, request: Recorded) -> tuple[int, dict[str, str], Any]:
+    def default(self, request: Recorded) -> Answer:
         if request.headers.get("Authorization") != f"Bearer {TOKEN}":
             return 401, {}, {"detail": "Not authenticated"}
         parts = request.path.strip("/").split("/")
@@ -92,43 +76,12 @@ class IspybRecorder:
             return 200, {}, row
         return 404, {}, {"detail": "Not Found"}
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        raw = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
-        headers = {k[5:].replace("_", "-").title(): v for k, v in environ.items() if k.startswith("HTTP_")}
-        if environ.get("CONTENT_TYPE"):
-            headers["Content-Type"] = environ["CONTENT_TYPE"]
-        request = Recorded(
-            environ["REQUEST_METHOD"], environ["PATH_INFO"], headers, json.loads(raw) if raw else None
-        )
-        self.requests.append(request)
-        if self.hang:
-            gevent.sleep(self.hang)
-        scripted = self.answers.pop(0) if self.answers else None
-        status, extra, answer = scripted if scripted is not None else self.ispyb(request)
-        if callable(answer):
-            answer = answer(request)
-        if isinstance(answer, str):
-            data, kind = answer.encode(), "text/html"
-        else:
-            data, kind = json.dumps(answer).encode(), "application/json"
-        start_response(f"{status} Scripted", [("Content-Type", kind), *extra.items()])
-        return [data]
-
-
-def serve(recorder: IspybRecorder, **tls: str) -> Any:
-    from gevent.pywsgi import WSGIServer
-
-    server = WSGIServer(("127.0.0.1", 0), recorder, log=None, error_log=None, **tls)
-    server.start()
-    return server
-
 
 @pytest.fixture
 def ispyb() -> Iterator[tuple[str, IspybRecorder]]:
     recorder = IspybRecorder()
-    server = serve(recorder)
-    yield f"http://127.0.0.1:{server.server_port}/api", recorder
-    server.stop(timeout=1)
+    with serving(recorder) as url:
+        yield f"{url}/api", recorder
 
 
 @pytest.fixture(autouse=True)
@@ -162,12 +115,6 @@ def mounted(sample: Sample = FULL_SAMPLE, **kwargs: Any) -> Event:
 def unmounted(sample: Sample = FULL_SAMPLE, **kwargs: Any) -> Event:
     values = {"beamline": "id23-1", "session": "mx", "source": Source.SAMPLE_CHANGER, "occurred_at": T0}
     return Event.unmounted(sample, **{**values, **kwargs})
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- what is sent ---------------------------------------------------------------------------------
@@ -521,9 +468,8 @@ def test_verification_is_on_by_default(
     caplog.set_level(logging.DEBUG)
     pki: Pki = make_pki(tmp_path_factory.mktemp("pki"))
     recorder = IspybRecorder()
-    server = serve(recorder, certfile=str(pki.cert), keyfile=str(pki.key))
-    url = f"https://127.0.0.1:{server.server_port}/api"
-    try:
+    with serving(recorder, certfile=str(pki.cert), keyfile=str(pki.key)) as base:
+        url = f"{base}/api"
         with pytest.raises(RetryLater) as failure:
             make_client(url).send([mounted()])
         assert "TLS certificate verification failed" in str(failure.value)
@@ -541,8 +487,6 @@ def test_verification_is_on_by_default(
         text = warning.getMessage()
         assert "delivery client 'ispyb'" in text and url in text and "verification is OFF" in text
         assert TOKEN not in str(failure.value) + caplog.text
-    finally:
-        server.stop(timeout=1)
 
 
 # -- configuration --------------------------------------------------------------------------------

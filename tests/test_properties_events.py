@@ -37,6 +37,7 @@ from bliss_sampletrack.core import Event, Sample
 from bliss_sampletrack.core.barcode import is_no_read
 from bliss_sampletrack.core.contract import event_schema
 from bliss_sampletrack.errors import InvalidBarcodeError, InvalidEventError, InvalidSampleError
+from bliss_sampletrack.testbed.events import make_event
 
 BOUNDED = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SHARED_SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "contract" / "event.schema.json"
@@ -142,30 +143,7 @@ SAMPLE_VALUES: dict[str, st.SearchStrategy[Any]] = {
 
 
 def base_event() -> dict[str, Any]:
-    return {
-        "event_id": str(uuid.uuid4()),
-        "type": "unmounted",
-        "occurred_at": "2026-11-24T10:00:00.000000Z",
-        "beamline": "id23-1",
-        "session": "demo_session",
-        "proposal": "mx2532",
-        "sample": {
-            "barcode": "BC-0001",
-            "name": "lysozyme-1",
-            "sample_id": None,
-            "parcel_id": None,
-            "parcel_name": None,
-            "container_id": "puck-7",
-            "container_name": "Puck 7",
-            "container_position": "5",
-        },
-        "sample_changer": {"name": "flex", "position": "3:05"},
-        "source": "sample_changer",
-        "status": "SUCCESS",
-        "message": "",
-        "mount_event_id": None,
-        "producer": {"software": "bliss-sampletrack", "version": "0.1.0", "host": "id23-1-ctl"},
-    }
+    return make_event(type="unmounted")
 
 
 @st.composite

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from http_scripts import serving
 from recorder import Recorder
 from tls_fixtures import Pki, make_pki
 
@@ -40,15 +41,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 @pytest.fixture
 def https(pki: Pki) -> Iterator[tuple[str, Recorder]]:
     """A contract-shaped HTTPS server on loopback (``tests/recorder.py``) with the test CA's cert."""
-    from gevent.pywsgi import WSGIServer
-
     recorder = Recorder()
-    server = WSGIServer(
-        ("127.0.0.1", 0), recorder, log=None, error_log=None, certfile=str(pki.cert), keyfile=str(pki.key)
-    )
-    server.start()
-    yield f"https://127.0.0.1:{server.server_port}", recorder
-    server.stop(timeout=1)
+    with serving(recorder, certfile=str(pki.cert), keyfile=str(pki.key)) as url:
+        yield url, recorder
 
 
 @pytest.fixture(autouse=True)
@@ -62,6 +57,11 @@ def entry(kind: str, url: str, **extra: Any) -> dict[str, Any]:
     if kind == "rest":
         return {"name": "service", "type": "rest", "url": url + "/api/v1", "token": TOKEN, **extra}
     return {"name": "icat", "type": "icatplus", "url": url, "api_key": API_KEY, "timeout": 5, **extra}
+
+
+def client_for(kind: str, url: str, **extra: Any) -> Any:
+    """A REST or ICAT+ client for the server at ``url``, from its delivery entry."""
+    return client_from_config(entry(kind, url, **extra), WHERE)
 
 
 def event() -> Event:
@@ -78,7 +78,7 @@ def test_verification_is_on_by_default_and_refuses_an_unknown_ca(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     url, recorder = https
-    client = client_from_config(entry(kind, url), WHERE)
+    client = client_for(kind, url)
     assert client._session.verify is True  # type: ignore[attr-defined]
     with pytest.raises(RetryLater) as failure:
         client.send([event()])
@@ -97,7 +97,7 @@ def test_the_ca_bundle_path_makes_the_server_trusted(
 ) -> None:
     caplog.set_level(logging.WARNING)
     url, recorder = https
-    client = client_from_config(entry(kind, url, verify_tls=str(pki.ca)), WHERE)
+    client = client_for(kind, url, verify_tls=str(pki.ca))
     assert client._session.verify == str(pki.ca)  # type: ignore[attr-defined]
     assert [r.verdict for r in client.send([event()])] == [Verdict.DELIVERED]
     assert len(recorder.requests) == 1
@@ -119,11 +119,11 @@ def test_the_ca_bundle_wins_over_requests_ca_bundle(
 
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", certifi.where())  # does not hold the test CA
     url, _ = https
-    client = client_from_config(entry(kind, url, verify_tls=str(pki.ca)), WHERE)
+    client = client_for(kind, url, verify_tls=str(pki.ca))
     assert [r.verdict for r in client.send([event()])] == [Verdict.DELIVERED]
     # and with the default (true), the environment's bundle is used: still refused
     with pytest.raises(RetryLater, match="TLS certificate verification failed"):
-        client_from_config(entry(kind, url), WHERE).send([event()])
+        client_for(kind, url).send([event()])
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -132,7 +132,7 @@ def test_verify_tls_false_works_only_when_written_and_warns_once(
 ) -> None:
     caplog.set_level(logging.WARNING)
     url, recorder = https
-    client = client_from_config(entry(kind, url, verify_tls=False), WHERE)
+    client = client_for(kind, url, verify_tls=False)
     for _ in range(3):
         assert [r.verdict for r in client.send([event()])] == [Verdict.DELIVERED]
     assert len(recorder.requests) == 3
@@ -163,7 +163,7 @@ def test_a_bad_verify_tls_is_a_configuration_error_naming_the_key(
     kind: str, value: Any, expected: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     with pytest.raises(ConfigurationError) as failure:
-        client_from_config(entry(kind, "https://127.0.0.1:9", verify_tls=value), WHERE)
+        client_for(kind, "https://127.0.0.1:9", verify_tls=value)
     message = str(failure.value)
     name = "service" if kind == "rest" else "icat"
     assert message.startswith(f"{WHERE}: delivery {name!r}: "), message

@@ -24,19 +24,19 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 from bliss_sampletrack.core import Event
 from bliss_sampletrack.delivery import tls
+from bliss_sampletrack.delivery.http_answers import MAX_ANSWER as MAX_ANSWER  # re-exported (tests)
+from bliss_sampletrack.delivery.http_answers import kept, retry_after, retryable
 from bliss_sampletrack.errors import ConfigurationError, SampleTrackError
 
 log = logging.getLogger(__name__)
 
-RETRYABLE_STATUS = {408, 429}
-MAX_ANSWER = 500  # characters of a service answer kept in a dead letter
 TOKEN_HIDDEN = "[token]"  # what replaces the token in a service's answer
 
 
@@ -74,11 +74,35 @@ class DeliveryClient(Protocol):
 
 
 def classify_status(status: int) -> Verdict:
+    """The REST contract's verdict: only 200/201 deliver."""
     if status in (200, 201):
         return Verdict.DELIVERED
-    if status in RETRYABLE_STATUS or status >= 500:
-        return Verdict.RETRY
-    return Verdict.REJECTED
+    return Verdict.RETRY if retryable(status) else Verdict.REJECTED
+
+
+def classify_2xx(status: int) -> Verdict:
+    """The verdict for the ICAT+ and ISPyB APIs: any 2xx delivers."""
+    if 200 <= status < 300:
+        return Verdict.DELIVERED
+    return Verdict.RETRY if retryable(status) else Verdict.REJECTED
+
+
+def send_each(events: list[Event], send_one: Callable[[Event], Result]) -> list[Result]:
+    """``send_one`` for each event in order (clients with ``max_batch = 1`` per request chain).
+
+    A :class:`RetryLater` on the first event is raised; on a later one, the earlier ones are done
+    and only this one and the following wait (RETRY).
+    """
+    results: list[Result] = []
+    for index, event in enumerate(events):
+        try:
+            results.append(send_one(event))
+        except RetryLater as exc:
+            if index == 0:
+                raise
+            results.extend(Result(Verdict.RETRY, str(exc)) for _ in events[index:])
+            break
+    return results
 
 
 class NoopClient:
@@ -151,7 +175,7 @@ class RestClient:
             )
         verdict = classify_status(response.status_code)
         if verdict is Verdict.RETRY:
-            raise RetryLater(self._answer(response), self._retry_after(response))
+            raise RetryLater(self._answer(response), retry_after(response))
         if response.status_code != 200:
             # the batch itself refused (e.g. 401/422): every event gets the answer
             return [Result(Verdict.REJECTED, self._answer(response)) for _ in events]
@@ -180,7 +204,7 @@ class RestClient:
         response = self._post("/events", event.to_json())
         verdict = classify_status(response.status_code)
         if verdict is Verdict.RETRY:
-            raise RetryLater(self._answer(response), self._retry_after(response))
+            raise RetryLater(self._answer(response), retry_after(response))
         if verdict is Verdict.DELIVERED and not self._stored(response, event):
             # e.g. a proxy or login page answering 200 in the service's place: never a delivery
             raise RetryLater(
@@ -217,19 +241,10 @@ class RestClient:
 
     def _answer(self, response: Any) -> str:
         # the token hidden before the cut: a cut through it would leave a piece that no longer matches
-        text = self._hide_token(response.text or "")[:MAX_ANSWER]
-        return f"{response.status_code} {text}".strip()
+        return f"{response.status_code} {kept(response.text or '', self._hide_token)}".strip()
 
     def _hide_token(self, text: str) -> str:
         return text.replace(self._token, TOKEN_HIDDEN)
-
-    @staticmethod
-    def _retry_after(response: Any) -> float | None:
-        value = response.headers.get("Retry-After")
-        try:
-            return float(value) if value is not None else None
-        except ValueError:
-            return None
 
 
 def client_from_config(node: Any, where: str) -> DeliveryClient:

@@ -108,7 +108,6 @@ variable is renewed and the process restarted.
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections import OrderedDict
@@ -119,8 +118,9 @@ from urllib.parse import quote
 
 from bliss_sampletrack import __version__
 from bliss_sampletrack.core import Event, EventType, Status
-from bliss_sampletrack.delivery import tls
-from bliss_sampletrack.delivery.clients import MAX_ANSWER, RETRYABLE_STATUS, Result, RetryLater, Verdict
+from bliss_sampletrack.delivery import http_answers, tls
+from bliss_sampletrack.delivery.clients import Result, RetryLater, Verdict, classify_2xx, send_each
+from bliss_sampletrack.delivery.http_answers import MAX_ANSWER, retry_after
 from bliss_sampletrack.delivery.secrets import check_known, protect, redact, secret, secret_forms
 from bliss_sampletrack.errors import ConfigurationError
 
@@ -393,17 +393,7 @@ class IcatPlusClient:
     # -- sending --------------------------------------------------------------------------------
 
     def send(self, events: list[Event]) -> list[Result]:
-        results: list[Result] = []
-        for index, event in enumerate(events):
-            try:
-                results.append(self._send_one(event))
-            except RetryLater as exc:
-                if index == 0:
-                    raise
-                # the earlier ones are done: only this one and the following wait
-                results.extend(Result(Verdict.RETRY, str(exc)) for _ in events[index:])
-                break
-        return results
+        return send_each(events, self._send_one)
 
     def _send_one(self, event: Event) -> Result:
         if event.event_id in self._notified:
@@ -416,11 +406,9 @@ class IcatPlusClient:
                 params=self.notification_params(event),
                 what="e-logbook notification",
             )
-            verdict = self._verdict(response.status_code)
+            verdict = classify_2xx(response.status_code)
             if verdict is Verdict.RETRY:
-                raise RetryLater(
-                    f"e-logbook notification: {self._answer(response)}", self._retry_after(response)
-                )
+                raise RetryLater(f"e-logbook notification: {self._answer(response)}", retry_after(response))
             if verdict is Verdict.REJECTED:
                 detail = f"e-logbook notification refused: {self._answer(response)}"
                 log.warning("%s: event %s: %s", self.name, event.event_id, detail)
@@ -434,11 +422,11 @@ class IcatPlusClient:
         path, body = parcel
         what = f"parcel {event.sample.parcel_id} status update"
         response = self._request("PUT", path, body, what=what)
-        verdict = self._verdict(response.status_code)
+        verdict = classify_2xx(response.status_code)
         if verdict is Verdict.RETRY:
             raise RetryLater(
                 f"{done}, but the {what}: {self._answer(response)} (will retry the parcel update only)",
-                self._retry_after(response),
+                retry_after(response),
             )
         if verdict is Verdict.REJECTED:
             detail = f"{done}, but the {what} was refused: {self._answer(response)}"
@@ -505,52 +493,24 @@ class IcatPlusClient:
         what: str,
         params: list[tuple[str, str]] | None = None,
     ) -> Any:
-        import requests
-
-        failure = None
-        try:
-            response = self._session.request(
-                method,
-                self.url + path,
-                params=params,
-                data=json.dumps(body).encode(),
-                timeout=self.timeout,
-                allow_redirects=False,  # a redirected POST becomes a GET: the notification would be lost
-                verify=self._verify,  # per request: REQUESTS_CA_BUNDLE overrides the session's (tls.py)
-            )
-        except requests.Timeout:
-            failure = f"no answer within {self.timeout:g} s"
-        except requests.RequestException as exc:
-            failure = tls.certificate_problem(exc) or f"{type(exc).__name__}: {exc}"
+        # never follows a redirect: a redirected POST becomes a GET and the notification would be lost
+        response, failure = http_answers.request(
+            self._session,
+            method,
+            self.url + path,
+            body,
+            timeout=self.timeout,
+            verify=self._verify,
+            params=params,
+        )
         if failure is not None:
             # raised outside the except clause: no chained exception carries the URL with the key
             where = f"{method} {self.url}{self._redact(path)}"
             raise RetryLater(self._redact(f"{what}: {where}: {failure}")[: 2 * MAX_ANSWER])
         return response
 
-    @staticmethod
-    def _verdict(status: int) -> Verdict:
-        if 200 <= status < 300:
-            return Verdict.DELIVERED
-        if status in RETRYABLE_STATUS or status >= 500:
-            return Verdict.RETRY
-        return Verdict.REJECTED
-
     def _answer(self, response: Any) -> str:
-        # redacted before it is cut: a cut through a secret would leave a piece of it
-        text = self._redact((response.text or "").strip())[:MAX_ANSWER]
-        answer = f"{response.status_code} {text}".strip()
-        if 300 <= response.status_code < 400:
-            answer += f" (redirect to {response.headers.get('Location')}; check key 'url')"
-        return self._redact(answer)
-
-    @staticmethod
-    def _retry_after(response: Any) -> float | None:
-        value = response.headers.get("Retry-After")
-        try:
-            return float(value) if value is not None else None
-        except ValueError:
-            return None
+        return http_answers.answer(response, self._redact)
 
     @staticmethod
     def _quote(segment: str) -> str:

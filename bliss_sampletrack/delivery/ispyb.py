@@ -96,7 +96,6 @@ Configuration (one item of the tracker's ``delivery:`` list; see config_examples
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import uuid
@@ -110,8 +109,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from bliss_sampletrack import __version__
 from bliss_sampletrack.changers.protocol import parse_address
 from bliss_sampletrack.core import Event, EventType, Sample
-from bliss_sampletrack.delivery import tls
-from bliss_sampletrack.delivery.clients import MAX_ANSWER, RETRYABLE_STATUS, Result, RetryLater, Verdict
+from bliss_sampletrack.delivery import http_answers, tls
+from bliss_sampletrack.delivery.clients import Result, RetryLater, Verdict, classify_2xx, send_each
+from bliss_sampletrack.delivery.http_answers import MAX_ANSWER, retry_after
 from bliss_sampletrack.delivery.secrets import REDACTED, check_known, secret
 from bliss_sampletrack.errors import ConfigurationError
 
@@ -372,17 +372,7 @@ class IspybClient:
     # -- sending --------------------------------------------------------------------------------
 
     def send(self, events: list[Event]) -> list[Result]:
-        results: list[Result] = []
-        for index, event in enumerate(events):
-            try:
-                results.append(self._send_one(event))
-            except RetryLater as exc:
-                if index == 0:
-                    raise
-                # the earlier ones are done: only this one and the following wait
-                results.extend(Result(Verdict.RETRY, str(exc)) for _ in events[index:])
-                break
-        return results
+        return send_each(events, self._send_one)
 
     def _send_one(self, event: Event) -> Result:
         refusal = self._refusal(event)
@@ -395,11 +385,9 @@ class IspybClient:
         else:
             path = CREATE_PATH.format(proposal=quote(self.proposal, safe=""), visit_number=self.visit_number)
             response = self._request("POST", path, self.create_body(event), what="robot action create")
-            verdict = self._verdict(response.status_code)
+            verdict = classify_2xx(response.status_code)
             if verdict is Verdict.RETRY:
-                raise RetryLater(
-                    f"robot action create: {self._answer(response)}", self._retry_after(response)
-                )
+                raise RetryLater(f"robot action create: {self._answer(response)}", retry_after(response))
             if verdict is Verdict.REJECTED:
                 detail = f"robot action create refused: {self._answer(response)}"
                 log.warning("%s: event %s: %s", self.name, event.event_id, detail)
@@ -415,11 +403,11 @@ class IspybClient:
             created = f"robot action {action_id} created ({response.status_code})"
         path = UPDATE_PATH.format(action_id=action_id)
         response = self._request("PATCH", path, self.end_body(event), what=f"robot action {action_id} update")
-        verdict = self._verdict(response.status_code)
+        verdict = classify_2xx(response.status_code)
         if verdict is Verdict.RETRY:
             raise RetryLater(
                 f"{created}, but its end update: {self._answer(response)} (will retry the update only)",
-                self._retry_after(response),
+                retry_after(response),
             )
         if verdict is Verdict.REJECTED:
             detail = f"{created}, but its end update was refused: {self._answer(response)}"
@@ -442,22 +430,10 @@ class IspybClient:
     # -- HTTP -----------------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, body: Mapping[str, Any], *, what: str) -> Any:
-        import requests
-
-        failure = None
-        try:
-            response = self._session.request(
-                method,
-                self.url + path,
-                data=json.dumps(body).encode(),
-                timeout=self.timeout,
-                allow_redirects=False,  # a redirected POST becomes a GET: the action would be lost
-                verify=self._verify,  # per request: REQUESTS_CA_BUNDLE overrides the session's (tls.py)
-            )
-        except requests.Timeout:
-            failure = f"no answer within {self.timeout:g} s"
-        except requests.RequestException as exc:
-            failure = tls.certificate_problem(exc) or f"{type(exc).__name__}: {exc}"
+        # never follows a redirect: a redirected POST becomes a GET and the action would be lost
+        response, failure = http_answers.request(
+            self._session, method, self.url + path, body, timeout=self.timeout, verify=self._verify
+        )
         if failure is not None:
             # raised outside the except clause: no chained exception (the token is only in a header,
             # but the request object travels with some exceptions)
@@ -485,29 +461,8 @@ class IspybClient:
             return False
         return isinstance(data, dict) and data.get("robotActionId", action_id) == action_id
 
-    @staticmethod
-    def _verdict(status: int) -> Verdict:
-        if 200 <= status < 300:
-            return Verdict.DELIVERED
-        if status in RETRYABLE_STATUS or status >= 500:
-            return Verdict.RETRY
-        return Verdict.REJECTED
-
     def _answer(self, response: Any) -> str:
-        # redacted before it is cut: a cut through the token would leave a piece of it
-        text = self._redact((response.text or "").strip())[:MAX_ANSWER]
-        answer = f"{response.status_code} {text}".strip()
-        if 300 <= response.status_code < 400:
-            answer += f" (redirect to {response.headers.get('Location')}; check key 'url')"
-        return self._redact(answer)
-
-    @staticmethod
-    def _retry_after(response: Any) -> float | None:
-        value = response.headers.get("Retry-After")
-        try:
-            return float(value) if value is not None else None
-        except ValueError:
-            return None
+        return http_answers.answer(response, self._redact)
 
     def _redact(self, text: str) -> str:
         return text.replace(self._token, REDACTED)

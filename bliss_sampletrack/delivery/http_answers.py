@@ -1,0 +1,88 @@
+"""Reading the HTTP answers of the delivery clients (REST contract, ICAT+, ISPyB): one place for
+what each of them did alike.
+
+- :func:`retryable`: the contract's statuses worth retrying (408, 429, 5xx);
+- :func:`kept` / :func:`answer`: the part of an answer kept in a message or a dead letter, with
+  the client's secrets hidden *before* it is cut (a cut through a secret would leave a piece of it
+  that no longer matches);
+- :func:`retry_after`: the server's ``Retry-After`` hint in seconds;
+- :func:`request`: one request, never following redirects (a redirected POST becomes a GET: what
+  was sent would be lost), with a failure (timeout, connection, TLS) turned into text.
+
+The verdicts themselves (:class:`~bliss_sampletrack.delivery.clients.Verdict`) stay in clients.py.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from bliss_sampletrack.delivery import tls
+
+RETRYABLE_STATUS = {408, 429}
+MAX_ANSWER = 500  # characters of a service answer kept in a dead letter
+
+
+def retryable(status: int) -> bool:
+    """True for the statuses the contract says to retry: 408, 429 and any 5xx."""
+    return status in RETRYABLE_STATUS or status >= 500
+
+
+def kept(text: str, hide: Callable[[str], str]) -> str:
+    """``text`` with its secrets hidden, then cut to :data:`MAX_ANSWER` characters (in that order)."""
+    return hide(text)[:MAX_ANSWER]
+
+
+def answer(response: Any, hide: Callable[[str], str]) -> str:
+    """``"<status> <body>"`` for a message, secrets hidden; a redirect names where it pointed."""
+    text = kept((response.text or "").strip(), hide)
+    result = f"{response.status_code} {text}".strip()
+    if 300 <= response.status_code < 400:
+        result += f" (redirect to {response.headers.get('Location')}; check key 'url')"
+    return hide(result)
+
+
+def retry_after(response: Any) -> float | None:
+    """The ``Retry-After`` header in seconds, or None (absent, or not a number of seconds)."""
+    value = response.headers.get("Retry-After")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def request(
+    session: Any,
+    method: str,
+    url: str,
+    body: Mapping[str, Any],
+    *,
+    timeout: float,
+    verify: object,
+    **kwargs: Any,
+) -> tuple[Any, str | None]:
+    """Send ``body`` as JSON: ``(response, None)``, or ``(None, what went wrong)`` when no answer came.
+
+    The failure is returned, not raised: the caller raises its own error outside this except
+    clause, so no chained exception (whose text or request holds the URL, maybe a secret in its
+    path) travels with it. ``verify`` is passed per request too: REQUESTS_CA_BUNDLE would override
+    the session's (tls.py).
+    """
+    import requests  # a BLISS dependency; cooperative once gevent has patched sockets
+
+    try:
+        response = session.request(
+            method,
+            url,
+            data=json.dumps(body).encode(),
+            timeout=timeout,
+            allow_redirects=False,
+            verify=verify,
+            **kwargs,
+        )
+    except requests.Timeout:
+        return None, f"no answer within {timeout:g} s"
+    except requests.RequestException as exc:
+        return None, tls.certificate_problem(exc) or f"{type(exc).__name__}: {exc}"
+    return response, None
