@@ -862,3 +862,30 @@ def test_tracker_by_name_must_be_a_tracker() -> None:
     with pytest.raises(SampleTrackError, match="not a SampleTracker"):
         with mounting(object(), "LYS-0001"):  # type: ignore[arg-type]
             pass
+
+
+def test_a_move_redis_cannot_take_is_reconciled_at_the_next_event(
+    fake: FakeTracker, sc: SimulatedChanger, link: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # beacon's Redis restarting while the robot loads: the move happened, nothing could be written
+    import redis
+
+    real_record_mount = fake.record_mount
+
+    def redis_down(*args: Any, **kwargs: Any) -> list[Event]:
+        raise redis.exceptions.ConnectionError("Error 111 connecting to localhost:25001. Connection refused.")
+
+    fake.record_mount = redis_down  # type: ignore[method-assign]
+    before = fake.state
+    assert sc.mount("1:01").address == "1:01"  # the changer's action is not broken by the tracker
+    assert fake.state is before and fake.events == []
+    assert link.missed is not None and "1:01" in link.missed
+    assert any(r.levelname == "ERROR" and "not recorded" in r.getMessage() for r in caplog.records)
+    assert "missed" in link.__info__()
+
+    fake.record_mount = real_record_mount  # type: ignore[method-assign]
+    sc.mount("2:01")  # Redis is back: the link first compares, then records the new move
+    assert link.missed is None
+    assert summary(fake.events)[-1] == ("mounted", "THA-0003", "SUCCESS")
+    assert fake.state is TrackerState.MOUNTED and fake.sample is not None
+    assert fake.sample.barcode == "THA-0003"

@@ -46,6 +46,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bliss.common.utils import typecheck
+from redis.exceptions import RedisError
 
 from bliss_sampletrack.changers.crosscheck import Bookkeeping, Decision, Record, decide, reconcile
 from bliss_sampletrack.changers.errors import ChangerError, ChangerOfflineError
@@ -99,6 +100,7 @@ class ChangerLink:
             raise cfg.error("robot_actions_size", f"must be >= 1, got {size}")
         self.actions = RobotActionLog.for_tracker(tracker, size)
         self.warnings: list[str] = []
+        self.missed: str | None = None  # a changer event Redis could not take (see _on_event)
         self._subscribed = False
         self.activate(sync=cfg.get("sync", bool, True))
 
@@ -208,6 +210,30 @@ class ChangerLink:
         return dataclasses.replace(event, read=read.barcode)
 
     def _on_event(self, event: ChangerEvent) -> None:
+        """Record one changer event; runs in the changer's action greenlet (or its poller).
+
+        When Redis cannot be written (beacon's Redis restarting, the network down) the robot has
+        moved all the same: raising here would break the changer's action or stop its poller and
+        still record nothing. So the miss is logged as an ERROR, kept in ``missed`` (shown by
+        ``__info__``), and the tracker is reconciled with the changer (``check()``) at the next
+        event it sees, before that event is recorded: the tracker learns the pin, or goes
+        CONFLICT, never keeps the old sample silently.
+        """
+        try:
+            if self.missed is not None:
+                self.check()
+                self.missed = None
+            self._record(event)
+        except (RedisError, OSError) as exc:
+            self.missed = f"{event.kind} of {event.address or 'the gripper'} at {event.at:%H:%M:%S}"
+            message = (
+                f"{self.missed} not recorded on tracker {self.tracker.name!r} ({type(exc).__name__}: {exc}); "
+                "the link compares the tracker with the changer at its next event, or call check()"
+            )
+            log.error("link %r: %s", self.name, message)
+            self.warnings = [*self.warnings[-9:], message]
+
+    def _record(self, event: ChangerEvent) -> None:
         if event.kind in (ChangerEventKind.LOAD_STARTED, ChangerEventKind.UNLOAD_STARTED):
             return  # the record is made when the action ends (with its start time)
         if event.kind is ChangerEventKind.ONLINE:
@@ -299,6 +325,8 @@ class ChangerLink:
         reader = getattr(self.reader, "name", None) or (f"{own} (the changer's)" if own else "none")
         lines.append(f"  reader    : {reader}")
         lines.append(f"  presence  : {'checked' if self.check_presence else 'not checked'}")
+        if self.missed is not None:
+            lines.append(f"  missed    : {self.missed} (not recorded: reconciled at the next event)")
         for warning in self.warnings[-3:]:
             lines.append(f"  warning   : {warning}")
         lines.append("  recent robot actions:")
