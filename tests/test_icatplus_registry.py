@@ -28,7 +28,7 @@ from tls_fixtures import make_pki
 
 from bliss_sampletrack.core import Sample
 from bliss_sampletrack.errors import ConfigurationError
-from bliss_sampletrack.tracker.icatplus_registry import (
+from bliss_sampletrack.tracker.icatplus import (
     DEFAULT_CACHE_TTL,
     KEY_PREFIX,
     RETRY_AFTER,

@@ -19,7 +19,7 @@ from bliss_sampletrack.core import Event
 from bliss_sampletrack.errors import ConfigurationError, SampleTrackError
 from bliss_sampletrack.testbed.beacon import BeaconServer
 from bliss_sampletrack.tracker import controller
-from bliss_sampletrack.tracker.icatplus_registry import KEY_PREFIX
+from bliss_sampletrack.tracker.icatplus import KEY_PREFIX
 
 pytestmark = pytest.mark.bliss
 CACHE_TTL = 1.0  # seconds: the test lets the cache expire once

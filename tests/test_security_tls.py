@@ -193,6 +193,6 @@ def test_no_http_client_escapes_the_rule() -> None:
         "delivery/clients.py",
         "delivery/icatplus.py",
         "delivery/ispyb.py",
-        "tracker/icatplus_registry.py",
+        "tracker/icatplus/client.py",
     ):
         assert Path("bliss_sampletrack", known) in client_modules, known  # the scan does see them

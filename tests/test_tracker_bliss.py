@@ -471,7 +471,7 @@ def test_the_configuration_example_builds(
 ) -> None:
     """config_examples/tracker/sample_tracker.yml, as written (ICAT+ pointed at a closed loopback port)."""
     from bliss_sampletrack.tagging import data_policy
-    from bliss_sampletrack.tracker.icatplus_registry import IcatPlusRegistry
+    from bliss_sampletrack.tracker.icatplus import IcatPlusRegistry
     from bliss_sampletrack.tracker.registry import ManifestRegistry
 
     example = Path(__file__).resolve().parents[1] / "config_examples" / "tracker" / "sample_tracker.yml"

@@ -16,7 +16,7 @@ bash tools/setup-env.sh 2.4 || exit 1
 
 status=0
 echo "== stage 0: ruff"
-.venv/bin/ruff check bliss_sampletrack tests benchmarks || status=1
+.venv/bin/ruff check bliss_sampletrack tests benchmarks tools || status=1
 echo "== stage 1: all tests on BLISS 2.0.3"
 .venv/bin/python -m pytest "$@" || status=1
 echo "== stage 2: all tests on BLISS 2.4.0 (compatibility layer)"

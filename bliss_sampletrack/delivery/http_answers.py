@@ -29,9 +29,9 @@ def retryable(status: int) -> bool:
     return status in RETRYABLE_STATUS or status >= 500
 
 
-def kept(text: str, hide: Callable[[str], str]) -> str:
-    """``text`` with its secrets hidden, then cut to :data:`MAX_ANSWER` characters (in that order)."""
-    return hide(text)[:MAX_ANSWER]
+def kept(text: str, hide: Callable[[str], str], limit: int = MAX_ANSWER) -> str:
+    """``text`` with its secrets hidden, then cut to ``limit`` characters (in that order)."""
+    return hide(text)[:limit]
 
 
 def answer(response: Any, hide: Callable[[str], str]) -> str:

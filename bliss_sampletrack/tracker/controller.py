@@ -129,7 +129,7 @@ def _registries(
                 )
             chain.append(_manifest(cfg, entry["path"], "registries", f"item {number}: 'path' "))
         elif kind == "icatplus":
-            from bliss_sampletrack.tracker.icatplus_registry import IcatPlusRegistry
+            from bliss_sampletrack.tracker.icatplus import IcatPlusRegistry
 
             where = f"{cfg.name!r} in {cfg.filename}, key 'registries' item {number}"
             chain.append(
