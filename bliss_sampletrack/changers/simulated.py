@@ -465,21 +465,19 @@ class SimulatedChanger:
                     raise RobotControllerError("gripper axis fault between pick and put (simulated)")
                 gevent.sleep(self.load_time / 2)
         except BaseException as exc:  # Ctrl-C and kills too: the pin may be anywhere, say so
-            self._fault = f"the failed load of {address}"
-            message = _interruption(exc)
-            self._emit(
+            error = self._report_failure(
+                exc,
                 ChangerEventKind.LOAD_FAILED,
+                f"load of {address}",
                 started_at=start,
-                present=self.sample_present,
                 read=read,
                 read_error=read_error,
                 requested=requested,
-                message=message,
                 **ids,
             )
-            if not isinstance(exc, Exception):
-                raise  # Ctrl-C or a kill: reported above, and it still stops the caller
-            raise self._failed(exc, f"load of {address}", message) from _cause(exc)
+            if error is None:
+                raise
+            raise error from _cause(exc)
         self._gripper = None
         self._mounted = (address, pin)
         self._present = failure is not Failure.NO_PIN_DETECTED
@@ -516,22 +514,27 @@ class SimulatedChanger:
                     raise RobotControllerError("gripper axis fault while unloading (simulated)")
                 gevent.sleep(self.unload_time / 2)
         except BaseException as exc:  # Ctrl-C and kills too: the pin may still be on, say so
-            self._fault = f"the failed unload of {address}"
-            message = _interruption(exc)
-            self._emit(
-                ChangerEventKind.UNLOAD_FAILED,
-                started_at=start,
-                present=self.sample_present,
-                message=message,
-                **ids,
+            error = self._report_failure(
+                exc, ChangerEventKind.UNLOAD_FAILED, f"unload of {address}", started_at=start, **ids
             )
-            if not isinstance(exc, Exception):
+            if error is None:
                 raise
-            raise self._failed(exc, f"unload of {address}", message) from _cause(exc)
+            raise error from _cause(exc)
         self._mounted = None
         self._pins[address] = pin
         self._present = failure is Failure.PIN_STAYS
         self._emit(ChangerEventKind.UNLOADED, started_at=start, present=self.sample_present, **ids)
+
+    def _report_failure(
+        self, exc: BaseException, kind: ChangerEventKind, what: str, **event: Any
+    ) -> MountFailedError | None:
+        """Put the robot in fault and report the failed action to the subscribers. Returns the
+        error the action raises, or None for Ctrl-C / a kill, which the caller re-raises as itself
+        (it still stops the caller, after the report)."""
+        self._fault = f"the failed {what}"
+        message = _interruption(exc)
+        self._emit(kind, present=self.sample_present, message=message, **event)
+        return self._failed(exc, what, message) if isinstance(exc, Exception) else None
 
     def _failed(self, exc: Exception, what: str, message: str) -> MountFailedError:
         """The error raised for a failed action: a MountFailedError (ours keep their type) naming
