@@ -32,10 +32,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from bliss_sampletrack.changers.protocol import ChangerEvent, ChangerEventKind, parse_address
+from bliss_sampletrack.changers.protocol import ChangerEvent, ChangerEventKind, Mounted, parse_address
 from bliss_sampletrack.changers.robot_actions import ActionType
-from bliss_sampletrack.core import Source, Status
-from bliss_sampletrack.tracker.state import TrackerState
+from bliss_sampletrack.core import Sample, Source, Status
+from bliss_sampletrack.tracker.settle import Doubt
+from bliss_sampletrack.tracker.state import Snapshot, TrackerState
 
 
 class Record(StrEnum):
@@ -330,3 +331,52 @@ def reconcile(
             )
         return Decision(Record.MOUNT, barcode=barcode, name=name, address=mounted_address)
     return Decision(Record.CONFLICT, message=f"changer {changer!r} reports {pin} mounted but {tracker_side}")
+
+
+def hardware_doubt(
+    snapshot: Snapshot,
+    mounted: Mounted | None,
+    present: bool | None,
+    *,
+    changer: str,
+    moving: str | None = None,
+    check_presence: bool = True,
+) -> Doubt | None:
+    """Why ``snapshot`` may not be what the changer has on the goniometer now, or None.
+
+    Cheap (what the changer and its presence sensor say, no motion): asked at every scan's
+    start and end. A robot moving is UNKNOWN (the goniometer is between two pins); a changer or
+    sensor that contradicts a MOUNTED or EMPTY state is CONFLICT, to be reconciled. A state
+    that already doubts (UNKNOWN, CONFLICT) is left to say so itself."""
+    if moving is not None:
+        return Doubt(TrackerState.UNKNOWN, f"changer {changer!r} is moving ({moving})")
+    if snapshot.state not in (TrackerState.MOUNTED, TrackerState.EMPTY):
+        return None
+    sample = snapshot.sample if snapshot.state is TrackerState.MOUNTED else None
+    pin = f"{mounted.address} ({mounted.barcode or mounted.name or 'no barcode'})" if mounted else ""
+    problem = ""
+    if sample is None and mounted is not None:
+        problem = f"changer {changer!r} has {pin} mounted but the tracker says EMPTY"
+    elif sample is not None and snapshot.source is Source.SAMPLE_CHANGER and mounted is None:
+        problem = (
+            f"changer {changer!r} has nothing mounted but the tracker says {sample.label} (by the changer)"
+        )
+    elif sample is not None and mounted is not None and not _same_pin(sample, mounted, changer):
+        problem = f"changer {changer!r} has {pin} mounted but the tracker says {sample.label}"
+    elif check_presence and present is False and sample is not None:
+        problem = (
+            f"the presence sensor of changer {changer!r} detects no pin but the tracker says {sample.label}"
+        )
+    elif check_presence and present is True and sample is None:
+        problem = f"presence sensor of changer {changer!r}: a pin, but the tracker says EMPTY"
+    return Doubt(TrackerState.CONFLICT, problem, reconcile=True) if problem else None
+
+
+def _same_pin(sample: Sample, mounted: Mounted, changer: str) -> bool:
+    """The tracker's sample is the changer's mounted pin: same position when this changer
+    recorded it, else the same barcode (or name when the pin has no barcode)."""
+    if sample.changer_name == changer and sample.changer_position is not None:
+        return sample.changer_position == mounted.address
+    if mounted.barcode is not None or sample.barcode is not None:
+        return mounted.barcode == sample.barcode
+    return mounted.name is not None and mounted.name == sample.name

@@ -30,6 +30,15 @@ cross-check, so the presence sensor seeing a pin that the changer did not load i
 Call it before or after placing the pin: if after, the sensor's change briefly puts the tracker
 in CONFLICT ("a pin that nobody mounted"), which the manual mount then resolves.
 
+Keeping scans level with the hardware (see :mod:`~bliss_sampletrack.tracker.settle`): from the
+moment the changer reports a change, before anything yields, the link tells the tracker a change
+is in flight (a scan starting then waits for the record); the record runs to completion even
+if the changer's caller is interrupted (Ctrl-C right after the load: the interruption is raised
+once the load is recorded, see :mod:`~bliss_sampletrack.core.shield`). And the link is the
+tracker's witness: at every scan's start and end it compares the tracker's state with what the
+changer has mounted, its presence sensor and any move going on (cheap: no motion); a
+disagreement is tagged as doubt and reconciled (:meth:`ChangerLink.check`) in the background.
+
 Caveats:
 - The link records synchronously, in the greenlet of the changer's action: when ``sc.mount()``
   returns, the tracker and the robot-action records are up to date.
@@ -42,19 +51,28 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from bliss.common.utils import typecheck
 from redis.exceptions import RedisError
 
-from bliss_sampletrack.changers.crosscheck import Bookkeeping, Decision, Record, decide, reconcile
+from bliss_sampletrack.changers.crosscheck import (
+    Bookkeeping,
+    Decision,
+    Record,
+    decide,
+    hardware_doubt,
+    reconcile,
+)
 from bliss_sampletrack.changers.errors import ChangerError, ChangerOfflineError
 from bliss_sampletrack.changers.protocol import ChangerEvent, ChangerEventKind, SampleChanger
 from bliss_sampletrack.changers.recording import TrackerSeam, record_failed_mount, sample_for
 from bliss_sampletrack.changers.robot_actions import DEFAULT_SIZE, RobotAction, RobotActionLog
 from bliss_sampletrack.config_node import ObjectConfig
 from bliss_sampletrack.core import Sample, Source, Status
+from bliss_sampletrack.core.shield import complete
 from bliss_sampletrack.errors import (
     InvalidBarcodeError,
     InvalidSampleError,
@@ -63,11 +81,24 @@ from bliss_sampletrack.errors import (
     SampleTrackError,
 )
 from bliss_sampletrack.readers.protocol import BarcodeReader
-from bliss_sampletrack.tracker.state import TrackerState
+from bliss_sampletrack.tracker.settle import Doubt, Witness
+from bliss_sampletrack.tracker.state import Snapshot, TrackerState
 
 log = logging.getLogger(__name__)
 
 KEYS = {"tracker", "changer", "reader", "reader_timeout", "check_presence", "robot_actions_size", "sync"}
+_MOVES = {ChangerEventKind.LOAD_STARTED: "load", ChangerEventKind.UNLOAD_STARTED: "unload"}
+
+
+@runtime_checkable
+class Settling(Protocol):
+    """What a tracker offers to keep scans level with the hardware (``SampleTracker`` has it)."""
+
+    def changing(self, what: str) -> AbstractContextManager[None]: ...
+
+    def add_witness(self, witness: Witness) -> None: ...
+
+    def remove_witness(self, witness: Witness) -> None: ...
 
 
 class ChangerLink:
@@ -101,6 +132,7 @@ class ChangerLink:
         self.actions = RobotActionLog.for_tracker(tracker, size)
         self.warnings: list[str] = []
         self.missed: str | None = None  # a changer event Redis could not take (see _on_event)
+        self.moving: str | None = None  # the changer's move going on, as its events tell
         self._subscribed = False
         self.activate(sync=cfg.get("sync", bool, True))
 
@@ -112,12 +144,16 @@ class ChangerLink:
         if not self._subscribed:
             self.changer.subscribe(self._on_event)
             self._subscribed = True
+        if isinstance(self.tracker, Settling):
+            self.tracker.add_witness(self)
 
     def close(self) -> None:
         """Stop following the changer (the records stay in Redis)."""
         if self._subscribed:
             self.changer.unsubscribe(self._on_event)
             self._subscribed = False
+        if isinstance(self.tracker, Settling):
+            self.tracker.remove_witness(self)
 
     __close__ = close
 
@@ -179,6 +215,32 @@ class ChangerLink:
         log.info("link %r: %s", self.name, outcome)
         return outcome
 
+    # -- the tracker's witness (tracker/settle.py) ----------------------------------------------------
+    def doubt(self, snapshot: Snapshot) -> Doubt | None:
+        """Why ``snapshot`` may not be what the changer has on the goniometer now, or None."""
+        try:
+            mounted = self.changer.mounted
+            present = self.changer.sample_present
+        except ChangerOfflineError as exc:  # nothing to compare with: the OFFLINE event said so
+            log.debug("link %r: changer offline, no cross-check: %s", self.name, exc)
+            return None
+        return hardware_doubt(
+            snapshot,
+            mounted,
+            present,
+            changer=self.changer.name,
+            moving=self.moving,
+            check_presence=self.check_presence,
+        )
+
+    def reconcile(self) -> str:
+        """Bring the tracker in line with the changer (:meth:`check`), as the record of a change."""
+        with self._changing("reconciliation with the changer"):
+            return complete(f"link {self.name!r}: reconciliation", self.check)
+
+    def _changing(self, what: str) -> AbstractContextManager[None]:
+        return self.tracker.changing(what) if isinstance(self.tracker, Settling) else nullcontext()
+
     def robot_actions(self, count: int = 10) -> list[RobotAction]:
         """The last ``count`` robot actions recorded on the tracker, newest first."""
         return self.actions.last(count)
@@ -219,6 +281,17 @@ class ChangerLink:
         event it sees, before that event is recorded: the tracker learns the pin, or goes
         CONFLICT, never keeps the old sample silently.
         """
+        move = _MOVES.get(event.kind)
+        if move is not None:
+            self.moving = f"{move} of {event.pin} since {event.at:%H:%M:%S.%f}"[:-3]
+            return  # the record is made when the action ends (with its start time)
+        if event.kind is not ChangerEventKind.PRESENCE:  # the move (if any) ended, or was lost
+            self.moving = None
+        # in flight from now (nothing yielded since the changer changed), recorded to completion
+        with self._changing(f"{event.kind} of {event.pin} by changer {self.changer.name!r}"):
+            complete(f"link {self.name!r}: {event.kind} of {event.pin}", lambda: self._on_change(event))
+
+    def _on_change(self, event: ChangerEvent) -> None:
         try:
             if self.missed is not None:
                 self.check()
@@ -234,8 +307,6 @@ class ChangerLink:
             self.warnings = [*self.warnings[-9:], message]
 
     def _record(self, event: ChangerEvent) -> None:
-        if event.kind in (ChangerEventKind.LOAD_STARTED, ChangerEventKind.UNLOAD_STARTED):
-            return  # the record is made when the action ends (with its start time)
         if event.kind is ChangerEventKind.ONLINE:
             self.check()  # what happened while it was offline was not seen
             return

@@ -25,14 +25,17 @@ log = logging.getLogger(__name__)
 
 CATEGORY = "sample"
 TagFunction = Callable[[], dict[str, Any]]
+#: what was recorded between two sequence numbers (the tracker's ``changes_between``)
+ChangesFunction = Callable[[int, int], list[str]]
 
 
 class ScanTagger:
     """The callable BLISS calls at each scan's START and END for the ``sample`` category."""
 
-    def __init__(self, tracker: str, make_tag: TagFunction) -> None:
+    def __init__(self, tracker: str, make_tag: TagFunction, changes: ChangesFunction | None = None) -> None:
         self.tracker = tracker
         self.make_tag = make_tag
+        self.changes = changes
         self._starts: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
         self.failures = 0
 
@@ -43,7 +46,11 @@ class ScanTagger:
             if start is None:  # START
                 self._starts[scan] = tag
                 return tag
-            return end_of_scan_tag(start, tag)  # END
+            first, last = start.get("@seq"), tag.get("@seq")
+            between = None
+            if self.changes is not None and isinstance(first, int) and isinstance(last, int) and last > first:
+                between = self.changes(first, last)
+            return end_of_scan_tag(start, tag, between)  # END
         # broad on purpose: BLISS would drop the category silently; the tag and the log say it instead
         except Exception as exc:
             self.failures += 1

@@ -43,6 +43,7 @@ def sample_tag(snapshot: Snapshot, tracker: str) -> dict[str, Any]:
     """The tag for a scan that runs while the tracker is in ``snapshot``."""
     tag: dict[str, Any] = {"@NX_class": NX_CLASS, "@tracker": tracker, "state": str(snapshot.state)}
     tag["@state_since"] = format_timestamp(snapshot.since)
+    tag["@seq"] = snapshot.seq
     if snapshot.source is not None:
         tag["source"] = str(snapshot.source)
     sample = snapshot.sample
@@ -68,19 +69,26 @@ def failure_tag(tracker: str, error: BaseException) -> dict[str, Any]:
     }
 
 
-def end_of_scan_tag(start: dict[str, Any], end: dict[str, Any]) -> dict[str, Any]:
+def end_of_scan_tag(
+    start: dict[str, Any], end: dict[str, Any], changes: list[str] | None = None
+) -> dict[str, Any]:
     """The tag at the end of a scan: the start tag, plus what changed meanwhile, if anything.
 
+    A change is a different sequence number (``@seq``: every recorded change, whatever the
+    states), or a different state or mount (e.g. a doubt that only the end's cross-check with
+    the hardware saw). ``changes``: what was recorded in between, for ``changes_during_scan``.
     BLISS merges the end tag into the start tag; the start values are repeated so that they win.
     """
-    changed = (start.get("state"), start.get("mount_event_id")) != (
-        end.get("state"),
-        end.get("mount_event_id"),
-    )
+    keys = ("@seq", "state", "mount_event_id", "reason")
+    changed = any(start.get(key) != end.get(key) for key in keys)
     tag = dict(start)
     tag["@changed_during_scan"] = changed
     if changed:
         tag["end_state"] = end.get("state")
+        if "@seq" in end:
+            tag["@end_seq"] = end["@seq"]
+        if changes:
+            tag["changes_during_scan"] = "; ".join(changes)
         for key in ("name", "barcode", "mount_event_id", "reason"):
             if key in end:
                 tag[f"end_{key}"] = end[key]

@@ -35,7 +35,10 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -48,6 +51,7 @@ from redis.exceptions import RedisError
 from bliss_sampletrack.config_node import ObjectConfig
 from bliss_sampletrack.core import Event, Sample, Source, Status
 from bliss_sampletrack.core.barcode import validate_barcode
+from bliss_sampletrack.core.shield import complete
 from bliss_sampletrack.delivery.clients import clients_from_config
 from bliss_sampletrack.delivery.manager import DeliveryManager, progress_bar
 from bliss_sampletrack.delivery.outbox import RedisStreamOutbox
@@ -64,7 +68,8 @@ from bliss_sampletrack.tagging.icat_fields import icat_fields
 from bliss_sampletrack.tagging.scan_tag import sample_tag
 from bliss_sampletrack.tracker import state as machine
 from bliss_sampletrack.tracker.registry import ChainRegistry, ManifestRegistry, SampleRegistry
-from bliss_sampletrack.tracker.state import Change, EventContext, Snapshot, TrackerState
+from bliss_sampletrack.tracker.settle import Doubt, InFlight, Witness
+from bliss_sampletrack.tracker.state import Change, EventContext, Snapshot, TrackerState, numbered
 from bliss_sampletrack.tracker.store import (
     OWNER_TTL_S,
     OwnershipLostError,
@@ -92,11 +97,14 @@ KEYS = {
     "delivery",
     "deliver_in_session",
     "owner_ttl",
+    "settle_timeout",
 }
 #: attempts at a change whose commit finds the state or the owner key changed under it
 CHANGE_ATTEMPTS = 3
 #: bound on each Redis call of the owner key's renewal greenlet
 LEASE_CALL_TIMEOUT_S = 5.0
+#: default bound on a scan's wait, at its start and end, for a hardware change being recorded
+SETTLE_TIMEOUT_S = 10.0
 
 
 def _registries(
@@ -210,6 +218,11 @@ class SampleTracker:
         self.delivery = DeliveryManager(self.outbox, clients_from_config(cfg))
         self.deliver_in_session = cfg.get("deliver_in_session", bool, True)
         self._lock = gevent.lock.RLock()
+        self.settle_timeout = cfg.positive("settle_timeout", SETTLE_TIMEOUT_S)
+        self._inflight = InFlight()
+        self._witnesses: list[Witness] = []
+        self._reconciling: dict[str, gevent.Greenlet] = {}
+        self._transitions: deque[tuple[int, str]] = deque(maxlen=64)  # (seq, what), for scan tags
         self._raw: str | None = None  # the state text in Redis this object's snapshot came from
         self._snapshot = self._restore()
         self._follower: gevent.Greenlet | None = None
@@ -222,7 +235,7 @@ class SampleTracker:
     def activate(self) -> None:
         """Tag scans, apply the scan policy and follow the reader (done at construction)."""
         if self.tag_scans and self._tagger is None:
-            self._tagger = metadata.ScanTagger(self.name, lambda: sample_tag(self._current(), self.name))
+            self._tagger = metadata.ScanTagger(self.name, self.scan_tag, self.changes_between)
             metadata.install(self._tagger)
         if self.scan_policy != "allow":
             scan_policy.install(self._preset_name, self.scan_refusal)
@@ -431,6 +444,69 @@ class SampleTracker:
     def set_conflict(self, reason: str) -> None:
         self._apply(lambda snap: machine.degrade(snap, TrackerState.CONFLICT, reason))
 
+    # -- keeping scans level with the hardware (see tracker/settle.py) -------------------------------
+    def changing(self, what: str) -> AbstractContextManager[None]:
+        """Enter before the first yield after the hardware changed, leave once it is recorded:
+        a scan starting meanwhile waits for the record instead of reading the old state."""
+        return self._inflight.entered(what)
+
+    def add_witness(self, witness: Witness) -> None:
+        """Ask ``witness`` at every scan's start and end whether the state agrees with the hardware."""
+        if witness not in self._witnesses:
+            self._witnesses.append(witness)
+
+    def remove_witness(self, witness: Witness) -> None:
+        if witness in self._witnesses:
+            self._witnesses.remove(witness)
+
+    def scan_tag(self) -> dict[str, Any]:
+        """The ``scan_info["sample"]`` tag now (a scan's START and END), level with the hardware.
+
+        Waits (at most ``settle_timeout`` s) for hardware changes being recorded, then tags the
+        recorded state, unless a witness contradicts it: the tag is then UNKNOWN/CONFLICT with the
+        witness's reason (``tracker_state`` says what the tracker had), and the witness reconciles
+        the tracker's state in the background."""
+        pending = self._inflight.settle(self.settle_timeout)
+        snap = self._current()
+        doubt = (
+            Doubt(TrackerState.UNKNOWN, f"still recording after {self.settle_timeout:g} s: {pending[0]}")
+            if pending
+            else self._doubt(snap)
+        )
+        if doubt is None:
+            return sample_tag(snap, self.name)
+        tag = sample_tag(replace(snap, state=doubt.state, reason=doubt.reason), self.name)
+        tag["tracker_state"] = str(snap.state)
+        return tag
+
+    def changes_between(self, first: int, last: int) -> list[str]:
+        """What changed after change ``first`` up to ``last`` (sequence numbers), oldest first."""
+        known = [what for seq, what in self._transitions if first < seq <= last]
+        missing = last - first - len(known)
+        if missing > 0:
+            known.insert(0, f"{missing} change(s) not known to this session (see {self.name}.history())")
+        return known
+
+    def _doubt(self, snap: Snapshot) -> Doubt | None:
+        for witness in list(self._witnesses):
+            doubt = witness.doubt(snap)
+            if doubt is None:
+                continue
+            if doubt.reconcile:
+                self._reconcile(witness, doubt)
+            return doubt
+        return None
+
+    def _reconcile(self, witness: Witness, doubt: Doubt) -> None:
+        """Let ``witness`` bring the state in line, once at a time, outside the scan's greenlet."""
+        running = self._reconciling.get(witness.name)
+        if running is not None and not running.dead:
+            return
+        log.warning("tracker %r: %s; reconciling with %r", self.name, doubt.reason, witness.name)
+        greenlet = gevent.spawn(witness.reconcile)
+        greenlet.name = f"sampletrack-{self.name}-reconcile-{witness.name}"
+        self._reconciling[witness.name] = greenlet
+
     def scan_refusal(self) -> str | None:
         """Why the scan policy refuses a scan now, or None."""
         snap = self._current()
@@ -567,13 +643,19 @@ class SampleTracker:
         return EventContext(self.beamline, self._session_name(), proposal)
 
     def _apply(self, make: Callable[[Snapshot], Change]) -> list[Event]:
-        """Compute a change from the current snapshot and commit it, as the tracker's owner."""
+        """Compute a change from the current snapshot and commit it, as the tracker's owner.
+
+        Run to completion even when the caller is interrupted meanwhile (Ctrl-C in a macro): the
+        interruption is raised once the change is recorded (see core/shield.py)."""
+        return complete(f"tracker {self.name!r}: change", lambda: self._commit(make))
+
+    def _commit(self, make: Callable[[Snapshot], Change]) -> list[Event]:
         with self._lock:
             for _ in range(CHANGE_ATTEMPTS):
                 if not self._owning:  # else the commit itself checks that the key is still ours
                     self._own()
                 before = self._snapshot
-                change = make(before)
+                change = numbered(before, make(before))
                 try:
                     # recorded (state, history, outbox) first, if still the owner and still `before`
                     self._raw = self.store.commit(
@@ -596,7 +678,14 @@ class SampleTracker:
         )
 
     def _applied(self, before: Snapshot, change: Change) -> list[Event]:
-        self._snapshot = change.snapshot
+        self._snapshot = after = change.snapshot
+        if after.seq != before.seq:
+            what = f"#{after.seq} {after.state}"
+            if after.state is TrackerState.MOUNTED and after.sample is not None:
+                what += f" {after.sample.label} ({after.source})"
+            elif after.reason:
+                what += f": {after.reason}"
+            self._transitions.append((after.seq, what))
         for event in change.events:
             log.info(
                 "tracker %r: %s %s (%s, %s)",

@@ -16,6 +16,10 @@ Rules:
   barcode) is no change and produces no event: a reader reading the same code twice is one mount.
 - Leaving UNKNOWN/CONFLICT by a mount or an unmount records the previous sample's unmount with
   ``status: ERROR``, because nobody saw it happen.
+- Every committed change gets the next sequence number (``seq``, persisted with the state in the
+  same transaction, see :func:`numbered`): a scan compares the numbers at its start and end, so a
+  change during the scan is seen whatever the states were (EMPTY -> UNKNOWN -> EMPTY included).
+  Entering UNKNOWN/CONFLICT for the reason the tracker is already in is no change.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class Snapshot:
     source: Source | None = None
     mount_event_id: uuid.UUID | None = None
     reason: str = ""
+    seq: int = 0  # the number of the change that made this snapshot (0: none recorded yet)
 
     @classmethod
     def initial(cls, reason: str = "no recorded state: nothing to trust yet") -> Snapshot:
@@ -73,6 +78,7 @@ class Snapshot:
             "source": None if self.source is None else str(self.source),
             "mount_event_id": None if self.mount_event_id is None else str(self.mount_event_id),
             "reason": self.reason,
+            "seq": self.seq,
         }
 
     @classmethod
@@ -86,7 +92,15 @@ class Snapshot:
             source=None if data.get("source") is None else Source(data["source"]),
             mount_event_id=None if data.get("mount_event_id") is None else uuid.UUID(data["mount_event_id"]),
             reason=data.get("reason", ""),
+            seq=_seq(data.get("seq", 0)),
         )
+
+
+def _seq(value: Any) -> int:
+    """A persisted sequence number (older versions wrote none: 0)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"the snapshot's seq must be an integer >= 0, got {value!r}")
+    return value
 
 
 _SAMPLE_FIELDS = frozenset(f.name for f in fields(Sample))
@@ -125,6 +139,13 @@ class Change:
 
     snapshot: Snapshot
     events: list[Event] = field(default_factory=list)
+
+
+def numbered(before: Snapshot, change: Change) -> Change:
+    """``change`` with the next sequence number, unless it changes nothing (no event, same snapshot)."""
+    if not change.events and change.snapshot == before:
+        return change
+    return Change(replace(change.snapshot, seq=before.seq + 1), change.events)
 
 
 def _unmount_previous(
@@ -201,4 +222,6 @@ def degrade(current: Snapshot, state: TrackerState, reason: str, *, at: datetime
     """Enter UNKNOWN or CONFLICT without a mount or unmount (no event: nothing moved)."""
     if state not in (TrackerState.UNKNOWN, TrackerState.CONFLICT):
         raise ValueError(f"degrade() goes to UNKNOWN or CONFLICT, not {state}")
+    if current.state is state and current.reason == reason:
+        return Change(current)  # already there, for that reason: no change
     return Change(replace(current, state=state, since=at or datetime.now(UTC), reason=reason))
