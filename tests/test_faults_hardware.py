@@ -19,8 +19,8 @@ import gevent.event
 import gevent.monkey
 import gevent.socket
 import pytest
-import test_changers_bliss
-from test_changers_bliss import HypotheticalRobot, clear_tracker_keys, contract, robot_changer
+from changer_fixtures import clear_tracker_keys
+from test_changers_bliss import HypotheticalRobot, contract, robot_changer
 from test_tracker_bliss import make_tracker
 
 from bliss_sampletrack.changers.errors import ChangerTimeout, MountFailedError
@@ -58,6 +58,8 @@ from bliss_sampletrack.tracker.state import TrackerState
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from hub_probe import HubBlockProbe
+
+pytest_plugins = ["changer_fixtures"]
 
 ENGINE = "bliss_sampletrack.readers.line_reader"
 HUB_BLOCK_LIMIT = 0.5  # s; without the pump's yield, a 2.4 MB burst held the hub for 2 to 3 s
@@ -364,9 +366,8 @@ def test_a_continuous_tracker_under_garbage_and_flood_keeps_the_latest_code(
 
 
 # -- sample changers failing mid-mount ------------------------------------------------------------------
-# the changer tests' fixtures: a tracker without its reader, the demo changer ``sc`` (reset, fast) and
-# the link between them
-tracker, sc, link = test_changers_bliss.tracker, test_changers_bliss.sc, test_changers_bliss.link
+# the changer tests' fixtures (tests/changer_fixtures.py): a tracker without its reader, the demo
+# changer ``sc`` (reset, fast) and the link between them
 
 FAULTS = {
     "dropped_pin": (MountFailedError, "the pin was dropped midway"),

@@ -214,3 +214,130 @@ def test_the_witness_sees_a_move_going_on(
     tag = loopscan(bliss_session).scan_info["sample"]
     mover.get(timeout=10)
     assert tag["state"] == "UNKNOWN" and "moving" in tag["reason"], tag
+
+
+def test_sample_changes_never_break_a_scan_and_the_file_agrees_with_the_tag(
+    tracker: SampleTracker, sc: SimulatedChanger, link: ChangerLink, bliss_session: Any, esrf: Any
+) -> None:
+    """Under the ESRF policy the dataset switches when the sample changes: scans started while the
+    changer loads, unloads and exchanges never fail, and each one's ICAT fields, HDF5 file and tag
+    name the same sample (or none)."""
+    import h5py
+
+    from bliss_sampletrack.tagging import data_policy
+
+    moves = ["1:01", "2:01", None, "1:02", "1:01", None] * 3
+    scans: list[Any] = []
+    errors: list[str] = []
+
+    def changer() -> None:
+        for step, address in enumerate(moves):
+            sc.mount(address) if address else sc.unmount()
+            gevent.sleep(0.003 * (step % 4))
+
+    def scanner(robot: gevent.Greenlet) -> None:
+        while not robot.dead:
+            try:
+                scans.append(loopscan(bliss_session))
+            except Exception as exc:  # noqa: BLE001 - the test counts every scan that raised
+                errors.append(f"{type(exc).__name__}: {exc}")
+
+    robot = gevent.spawn(changer)
+    gevent.spawn(scanner, robot).get(timeout=120)
+    robot.get()
+    assert errors == [] and len(scans) >= 5
+    for scan in scans:
+        tag = scan.scan_info["sample"]
+        icat = data_policy.snapshot_fields(scan.scan_info).get("Sample_name")
+        with h5py.File(scan.scan_info["filename"], "r", locking=False) as h5:
+            in_file = h5[f"{scan.scan_info['scan_nb']}.1/sample/name"][()].decode()
+        if tag["state"] == "MOUNTED":
+            assert icat == tag["name"] == in_file, (tag, icat, in_file)
+        elif tag["state"] == "EMPTY":
+            assert icat == "no sample mounted" == in_file, (tag, icat, in_file)
+        else:
+            assert tag["reason"], tag
+
+
+# -- cause 4: manual input is checked against the hardware, not taken on trust ----------------------
+
+
+def test_typed_text_that_is_no_barcode_is_refused_with_its_own_message(
+    tracker: SampleTracker, sc: SimulatedChanger, link: ChangerLink
+) -> None:
+    from bliss_sampletrack.errors import MountRefusedError, NoReadError
+
+    with pytest.raises(MountRefusedError, match=r"'1:01' looks like a changer position.*force=True"):
+        tracker.mount("1:01")
+    with pytest.raises(NoReadError, match="never a sample's barcode") as no_read:
+        tracker.mount("ERROR")
+    assert "reader reported" not in str(no_read.value)
+    assert tracker.outbox.peek(10) == [] and tracker.state is TrackerState.UNKNOWN
+
+
+@pytest.mark.parametrize("policy", ["conflict", "refuse", "trust"])
+def test_a_manual_mount_over_the_changers_pin_follows_the_policy(
+    tracker: SampleTracker, sc: SimulatedChanger, link: ChangerLink, policy: str
+) -> None:
+    from bliss_sampletrack.core import Status
+    from bliss_sampletrack.errors import MountRefusedError
+
+    sc.mount("2:01")  # THA-0003, by the changer
+    tracker.manual_policy = policy
+    before = len(tracker.outbox.peek(10))
+    if policy == "refuse":
+        with pytest.raises(MountRefusedError, match=r"2:01 \(THA-0003\).*lysozyme_2.*force=True"):
+            tracker.mount("LYS-0002")
+        assert len(tracker.outbox.peek(10)) == before and tracker.sample.barcode == "THA-0003"  # type: ignore[union-attr]
+        return
+    tracker.mount("LYS-0002")
+    mounted = tracker.outbox.peek(10)[-1]
+    assert mounted.sample.barcode == "LYS-0002" and "2:01 (THA-0003)" in mounted.message
+    if policy == "conflict":
+        assert mounted.status is Status.ERROR and tracker.state is TrackerState.CONFLICT
+    else:
+        assert mounted.status is Status.SUCCESS and tracker.state is TrackerState.MOUNTED
+        assert "trusted over the hardware" in mounted.message
+
+
+def test_a_barcode_the_changer_holds_elsewhere_is_flagged(
+    tracker: SampleTracker, sc: SimulatedChanger, link: ChangerLink
+) -> None:
+    from bliss_sampletrack.core import Status
+
+    tracker.unmount()
+    sc.set_presence(True)  # a pin put on the goniometer by hand
+    tracker.mount("LYS-0002")  # but the changer lists LYS-0002 in its puck at 1:02
+    mounted = tracker.outbox.peek(10)[-1]
+    assert mounted.status is Status.ERROR and "in its puck at 1:02" in mounted.message
+    assert tracker.state is TrackerState.CONFLICT
+
+
+def test_a_manual_unmount_confirmed_by_the_presence_sensor_is_a_success(
+    tracker: SampleTracker, sc: SimulatedChanger, link: ChangerLink
+) -> None:
+    from bliss_sampletrack.core import Status
+
+    tracker.unmount()
+    sc.set_presence(True)
+    tracker.mount("UNK-9001")  # mounted by hand, on a pin the changer does not list
+    assert tracker.state is TrackerState.MOUNTED
+    sc.set_presence(False)  # taken off by hand: the sensor sees it go, the tracker doubts
+    assert tracker.state is TrackerState.CONFLICT
+    tracker.unmount()  # the operator confirms
+    unmounted = tracker.outbox.peek(10)[-1]
+    assert unmounted.type is EventType.UNMOUNTED and unmounted.sample.barcode == "UNK-9001"
+    assert unmounted.status is Status.SUCCESS and "confirmed" in unmounted.message
+    assert tracker.state is TrackerState.EMPTY
+
+
+def test_a_manual_unmount_while_the_changer_has_its_pin_on_is_a_conflict(
+    tracker: SampleTracker, sc: SimulatedChanger, link: ChangerLink
+) -> None:
+    from bliss_sampletrack.core import Status
+
+    sc.mount("1:01")
+    tracker.unmount()
+    unmounted = tracker.outbox.peek(10)[-1]
+    assert unmounted.status is Status.ERROR and "1:01 (LYS-0001)" in unmounted.message
+    assert tracker.state is TrackerState.CONFLICT

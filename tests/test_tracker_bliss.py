@@ -238,7 +238,7 @@ def test_sample_change_during_a_scan_is_flagged(
 def test_a_failing_tag_is_recorded_in_the_tag(tracker: SampleTracker, bliss_session: Any) -> None:
     from bliss.common.scans import loopscan
 
-    def broken() -> dict[str, Any]:
+    def broken(start: bool = True) -> dict[str, Any]:
         raise RuntimeError("simulated bug")
 
     tracker._tagger.make_tag = broken  # type: ignore[union-attr]
@@ -328,15 +328,20 @@ def test_esrf_policy_icat_fields_follow_mounts(bliss_session: Any, esrf: Any, be
         assert mounted_dataset == first_dataset
 
         tracker.mount("THA-0003")
-        assert data_policy.dataset_name(bliss_session) != mounted_dataset  # ICAT fields freeze per dataset
+        # the dataset is switched by the next scan, in its own greenlet: never under a starting scan
+        assert data_policy.dataset_name(bliss_session) == mounted_dataset
         scan = loopscan(2, 0.01, bliss_session.env_dict["diode"])
+        assert data_policy.dataset_name(bliss_session) != mounted_dataset  # ICAT fields freeze per dataset
         assert data_policy.snapshot_fields(scan.scan_info)["Sample_name"] == "thaumatin_3"
 
         tracker.unmount()
         scan = loopscan(2, 0.01, bliss_session.env_dict["diode"])
         fields = data_policy.snapshot_fields(scan.scan_info)
         assert "SampleTrackingParcel_name" not in fields and "SampleChanger_name" not in fields
+        assert fields["Sample_name"] == "no sample mounted"  # not the collection's name
         assert scan.scan_info["sample"]["state"] == "EMPTY"
+        in_file = nxsample(scan.scan_info["filename"], scan.scan_info["scan_nb"])
+        assert in_file["name"] == "no sample mounted" and in_file["state"] == "EMPTY"
     finally:
         tracker.close()
 

@@ -274,7 +274,13 @@ def test_change_during_a_scan_is_flagged() -> None:
 def test_icat_fields_set_and_cleared() -> None:
     fields = icat_fields(mounted().snapshot)
     assert fields["Sample_name"] == "lysozyme 1" and fields["SampleChanger_position"] == "3:05"
-    assert icat_fields(Snapshot(TrackerState.EMPTY, T0)) == dict.fromkeys(ICAT_SAMPLE_FIELDS)
+    # EMPTY says so in Sample_name (else BLISS shows the collection's name); doubt clears them all
+    assert icat_fields(Snapshot(TrackerState.EMPTY, T0)) == {
+        **dict.fromkeys(ICAT_SAMPLE_FIELDS),
+        "Sample_name": "no sample mounted",
+    }
+    for doubt in (TrackerState.UNKNOWN, TrackerState.CONFLICT):
+        assert icat_fields(Snapshot(doubt, T0, Sample(barcode="X-9"))) == dict.fromkeys(ICAT_SAMPLE_FIELDS)
     nameless = machine.mount(
         Snapshot(TrackerState.EMPTY, T0), Sample(barcode="X-9"), Source.MANUAL, CTX
     ).snapshot

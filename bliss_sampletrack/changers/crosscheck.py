@@ -32,7 +32,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from bliss_sampletrack.changers.protocol import ChangerEvent, ChangerEventKind, Mounted, parse_address
+from bliss_sampletrack.changers.protocol import (
+    ChangerEvent,
+    ChangerEventKind,
+    Mounted,
+    Position,
+    parse_address,
+)
 from bliss_sampletrack.changers.robot_actions import ActionType
 from bliss_sampletrack.core import Sample, Source, Status
 from bliss_sampletrack.tracker.settle import Doubt
@@ -380,3 +386,34 @@ def _same_pin(sample: Sample, mounted: Mounted, changer: str) -> bool:
     if mounted.barcode is not None or sample.barcode is not None:
         return mounted.barcode == sample.barcode
     return mounted.name is not None and mounted.name == sample.name
+
+
+def manual_judgement(
+    sample: Sample | None,
+    mounted: Mounted | None,
+    present: bool | None,
+    contents: list[Position],
+    *,
+    changer: str,
+    check_presence: bool = True,
+) -> tuple[str | None, str]:
+    """What the changer says of a manual mount of ``sample`` (None: a manual unmount):
+    ``(problem, support)``, the contradiction if any, else what confirms it (may be empty)."""
+    pin = f"{mounted.address} ({mounted.barcode or mounted.name or 'no barcode'})" if mounted else ""
+    sensor = check_presence and present is not None
+    if sample is None:
+        if mounted is not None:
+            return f"changer {changer!r} has {pin} on the goniometer (unmount: {changer}.unmount())", ""
+        if sensor and present:
+            return f"the presence sensor of changer {changer!r} still detects a pin on the goniometer", ""
+        return None, (f"the presence sensor of changer {changer!r} detects no pin" if sensor else "")
+    if mounted is not None:
+        if _same_pin(sample, mounted, changer):
+            return None, f"changer {changer!r} has it mounted"
+        return f"changer {changer!r} has {pin} on the goniometer, not {sample.label}", ""
+    if sensor and not present:
+        return f"the presence sensor of changer {changer!r} detects no pin on the goniometer", ""
+    stored = next((p for p in contents if sample.barcode and p.barcode == sample.barcode), None)
+    if stored is not None:
+        return f"changer {changer!r} lists {sample.barcode} in its puck at {stored.address}", ""
+    return None, ""

@@ -64,6 +64,7 @@ from bliss_sampletrack.changers.crosscheck import (
     Record,
     decide,
     hardware_doubt,
+    manual_judgement,
     reconcile,
 )
 from bliss_sampletrack.changers.errors import ChangerError, ChangerOfflineError
@@ -231,6 +232,18 @@ class ChangerLink:
             changer=self.changer.name,
             moving=self.moving,
             check_presence=self.check_presence,
+        )
+
+    def judge_manual(self, sample: Sample | None) -> tuple[str | None, str]:
+        """A manual mount of ``sample`` (None: unmount) against the changer (see crosscheck)."""
+        try:
+            mounted = self.changer.mounted
+            present = self.changer.sample_present
+            contents = self.changer.contents() if sample is not None and mounted is None else []
+        except ChangerOfflineError as exc:
+            return None, f"(changer {self.changer.name!r} offline, not checked: {exc})"
+        return manual_judgement(
+            sample, mounted, present, contents, changer=self.changer.name, check_presence=self.check_presence
         )
 
     def reconcile(self) -> str:

@@ -11,7 +11,18 @@ Reading and writing (the plugin's runtime uses only these):
 - :func:`set_dataset_fields` (ICAT fields of the current dataset, ``None`` removes one),
   :func:`dataset_fields` (what the current dataset holds now);
 - :func:`new_dataset` (close the current dataset, which freezes its fields, and start a new one);
-- :func:`snapshot_fields` (the fields recorded in a finished scan's ``scan_info``).
+- :func:`snapshot_fields` (the fields recorded in a finished scan's ``scan_info``);
+- :func:`before_scan` (a hook run in each new scan's own greenlet, before BLISS fixes its dataset).
+
+When to switch datasets and set fields: never from a greenlet of its own (a changer's action, a
+reader follower) while a scan may be starting. BLISS fixes a scan's paths and dataset in
+``Scan.__init__`` (``scan_saving.clone()``, then ``scan_saving.get()``), uses that Dataset object
+at ``Scan.run`` (``on_scan_run``: "Dataset is already closed" if it was closed meanwhile), and
+copies its fields into ``dataset_metadata_snapshot`` after the chain's presets; on 2.4 the
+clone even writes back the fields it read, undoing a ``newdataset`` that interleaves with it.
+The one point in both versions that runs in the scan's greenlet before all of that is
+``ESRFScanSaving.clone``: :func:`before_scan` hooks run there (measured in BLISS 2.0.3
+``scan.py`` 471/505/1456-1484 and 2.4 ``scan.py`` 538/559/1573-1602).
 
 Switching the policy on and off headless, for tests and the demo (a real beamline enables it in
 its beacon configuration, ``scan_saving: class: ESRFScanSaving``):
@@ -82,7 +93,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -261,6 +272,37 @@ def new_dataset(session: Session, name: str | None = None) -> str:
         raise SampleTrackError(f"BLISS selected no dataset after newdataset({name!r})")
     log.info("ICAT dataset %r -> %r", before, after)
     return after
+
+
+# --- the scan's own greenlet, before BLISS fixes the scan's dataset --------------------------------
+
+_BEFORE_SCAN: dict[str, Callable[[], None]] = {}
+_ORIGINAL_CLONE: Any = None
+
+
+def before_scan(name: str, hook: Callable[[], None] | None) -> None:
+    """Run ``hook()`` in each new scan's greenlet before BLISS fixes the scan's ESRF dataset and
+    paths (``ESRFScanSaving.clone``, called by ``Scan.__init__``); ``None`` removes ``name``'s hook.
+
+    A hook must not raise for a reason of its own (the scan would not start): it reports its
+    failures itself. Hooks run for every ESRF scan saving of the process, in registration order.
+    """
+    global _ORIGINAL_CLONE
+    from bliss.scanning.scan_saving import ESRFScanSaving
+
+    if hook is None:
+        _BEFORE_SCAN.pop(name, None)
+        return
+    _BEFORE_SCAN[name] = hook
+    if _ORIGINAL_CLONE is None:
+        _ORIGINAL_CLONE = ESRFScanSaving.clone
+
+        def clone(scan_saving: Any) -> Any:
+            for each in list(_BEFORE_SCAN.values()):
+                each()
+            return _ORIGINAL_CLONE(scan_saving)
+
+        ESRFScanSaving.clone = clone  # type: ignore[method-assign]
 
 
 # --- switching the policy (tests, demo) -----------------------------------------------------------

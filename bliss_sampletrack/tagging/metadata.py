@@ -24,7 +24,8 @@ from bliss_sampletrack.tagging.scan_tag import end_of_scan_tag, failure_tag
 log = logging.getLogger(__name__)
 
 CATEGORY = "sample"
-TagFunction = Callable[[], dict[str, Any]]
+#: the tag now; ``start``: at the scan's START (else its END)
+TagFunction = Callable[..., dict[str, Any]]
 #: what was recorded between two sequence numbers (the tracker's ``changes_between``)
 ChangesFunction = Callable[[int, int], list[str]]
 
@@ -39,18 +40,32 @@ class ScanTagger:
         self._starts: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
         self.failures = 0
 
+    @property
+    def running(self) -> bool:
+        """A scan has had its START tag and not yet its END one."""
+        return len(self._starts) > 0
+
     def __call__(self, scan: Any) -> dict[str, Any]:
+        start = self._starts.pop(scan, None)
+        if start is None:  # START: kept (even a failure tag) until the END pops it
+            self._starts[scan] = tag = self._guarded(scan, self._start_tag)
+            return tag
+        return self._guarded(scan, lambda: self._end_tag(start))
+
+    def _start_tag(self) -> dict[str, Any]:
+        return self.make_tag(start=True)
+
+    def _end_tag(self, start: dict[str, Any]) -> dict[str, Any]:
+        tag = self.make_tag(start=False)
+        first, last = start.get("@seq"), tag.get("@seq")
+        between = None
+        if self.changes is not None and isinstance(first, int) and isinstance(last, int) and last > first:
+            between = self.changes(first, last)
+        return end_of_scan_tag(start, tag, between)
+
+    def _guarded(self, scan: Any, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         try:
-            tag = self.make_tag()
-            start = self._starts.get(scan)
-            if start is None:  # START
-                self._starts[scan] = tag
-                return tag
-            first, last = start.get("@seq"), tag.get("@seq")
-            between = None
-            if self.changes is not None and isinstance(first, int) and isinstance(last, int) and last > first:
-                between = self.changes(first, last)
-            return end_of_scan_tag(start, tag, between)  # END
+            return make()
         # broad on purpose: BLISS would drop the category silently; the tag and the log say it instead
         except Exception as exc:
             self.failures += 1

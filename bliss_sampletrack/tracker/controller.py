@@ -35,10 +35,11 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,7 @@ from bliss_sampletrack.readers.protocol import BarcodeRead, BarcodeReader
 from bliss_sampletrack.tagging import data_policy, metadata, scan_policy
 from bliss_sampletrack.tagging.icat_fields import icat_fields
 from bliss_sampletrack.tagging.scan_tag import sample_tag
+from bliss_sampletrack.tracker import manual
 from bliss_sampletrack.tracker import state as machine
 from bliss_sampletrack.tracker.registry import ChainRegistry, ManifestRegistry, SampleRegistry
 from bliss_sampletrack.tracker.settle import Doubt, InFlight, Witness
@@ -98,6 +100,7 @@ KEYS = {
     "deliver_in_session",
     "owner_ttl",
     "settle_timeout",
+    "manual_policy",
 }
 #: attempts at a change whose commit finds the state or the owner key changed under it
 CHANGE_ATTEMPTS = 3
@@ -174,6 +177,16 @@ def _manifest(cfg: ObjectConfig, location: str, key: str = "manifest", item: str
     return ManifestRegistry(f"beacon:{location}", text=text)
 
 
+@dataclass(frozen=True, slots=True)
+class IcatApplied:
+    """The ICAT fields this tracker last set on a dataset, for which change."""
+
+    dataset: str | None
+    seq: int
+    mount_event_id: uuid.UUID | None
+    fields: dict[str, str | None]
+
+
 class SampleTracker:
     """Which sample is on the goniometer; tags scans, records mount/unmount events."""
 
@@ -196,6 +209,7 @@ class SampleTracker:
         self.reader_mode = self._choice(cfg, "reader_mode", ("triggered", "continuous"), "triggered")
         self.unknown_barcode = self._choice(cfg, "unknown_barcode", ("accept", "refuse"), "accept")
         self.scan_policy = self._choice(cfg, "scan_policy", ("allow", "refuse_without_sample"), "allow")
+        self.manual_policy = self._choice(cfg, "manual_policy", manual.POLICIES, "conflict")
         self.tag_scans = cfg.get("tag_scans", bool, True)
         self.set_icat_fields = cfg.get("icat_fields", bool, True)
         self.new_dataset_on_change = cfg.get("new_dataset_on_change", bool, True)
@@ -223,6 +237,8 @@ class SampleTracker:
         self._witnesses: list[Witness] = []
         self._reconciling: dict[str, gevent.Greenlet] = {}
         self._transitions: deque[tuple[int, str]] = deque(maxlen=64)  # (seq, what), for scan tags
+        self._icat: IcatApplied | None = None  # the fields set on the current dataset
+        self._icat_error: str | None = None
         self._raw: str | None = None  # the state text in Redis this object's snapshot came from
         self._snapshot = self._restore()
         self._follower: gevent.Greenlet | None = None
@@ -239,6 +255,8 @@ class SampleTracker:
             metadata.install(self._tagger)
         if self.scan_policy != "allow":
             scan_policy.install(self._preset_name, self.scan_refusal)
+        if self.set_icat_fields:
+            data_policy.before_scan(self._preset_name, self._before_scan)
         if self.reader is not None and self.reader_mode == "continuous" and self._follower is None:
             self._follower = gevent.spawn(self._follow_reader)
             self._follower.name = f"sampletrack-{self.name}-reader"
@@ -261,6 +279,7 @@ class SampleTracker:
             metadata.uninstall(self.name)
             self._tagger = None
         scan_policy.uninstall(self._preset_name)
+        data_policy.before_scan(self._preset_name, None)
         prefetches, self._prefetches = self._prefetches, []
         gevent.killall(prefetches, timeout=LEASE_CALL_TIMEOUT_S)  # none may outlive its HTTP session
         for member in self.registry.registries:
@@ -291,24 +310,60 @@ class SampleTracker:
 
     # -- shell commands ----------------------------------------------------------------------------
     @typecheck
-    def mount(self, barcode: str | None = None, name: str | None = None) -> Sample:
-        """Record a sample mounted by hand: by barcode (resolved through the registry), by name, or both."""
+    def mount(self, barcode: str | None = None, name: str | None = None, force: bool = False) -> Sample:
+        """Record a sample mounted by hand: by barcode (resolved through the registry), by name, or both.
+
+        Checked against the hardware (a changer, its presence sensor): a contradiction follows
+        ``manual_policy`` (conflict: recorded ERROR, the tracker CONFLICT; refuse; trust).
+        ``force=True`` records it anyway (the contradiction kept in the event's message), and
+        takes a text that looks like a changer position (``1:01``) as a barcode."""
         if barcode is None and name is None:
             raise MountRefusedError(
                 f"{self.name}.mount() needs a barcode or a name, e.g. {self.name}.mount('LYS-0042')"
             )
         if barcode is not None:
+            manual.check_code(self.name, barcode, no_read=self.no_read, force=force)
             sample = self.resolve(barcode)
             if name is not None:
                 sample = Sample(**{**sample.to_dict(), "name": name})
         else:
             sample = Sample(name=name)
-        self.record_mount(sample, Source.MANUAL)
+        problem, _ = self._judge_manual(sample)
+        verdict = manual.verdict(
+            self.name, self.manual_policy, f"mount of {sample.label}", problem, force=force
+        )
+        self.record_mount(sample, Source.MANUAL, status=verdict.status, message=verdict.message)
+        if verdict.status is not Status.SUCCESS:
+            self._warn(verdict.message)
         return sample
 
-    def unmount(self) -> None:
-        """Record that the sample was removed by hand."""
-        self.record_unmount(Source.MANUAL)
+    @typecheck
+    def unmount(self, force: bool = False) -> None:
+        """Record that the sample was removed by hand (checked like :meth:`mount`)."""
+        problem, support = self._judge_manual(None)
+        verdict = manual.verdict(self.name, self.manual_policy, "unmount", problem, force=force)
+        self._apply(
+            lambda snap: machine.unmount(
+                snap,
+                Source.MANUAL,
+                self._context(),
+                status=verdict.status,
+                message=verdict.message,
+                confirmed=support,
+            )
+        )
+        if verdict.status is not Status.SUCCESS:
+            self._warn(verdict.message)
+
+    def _judge_manual(self, sample: Sample | None) -> tuple[str | None, str]:
+        """The first witness's contradiction of a manual operation, else what supports it."""
+        support = ""
+        for witness in list(self._witnesses):
+            problem, backing = witness.judge_manual(sample)
+            if problem is not None:
+                return problem, ""
+            support = support or backing
+        return None, support
 
     def take_over(self) -> None:
         """Make this session the tracker's only writer, whoever owned it (use only when the other
@@ -459,19 +514,21 @@ class SampleTracker:
         if witness in self._witnesses:
             self._witnesses.remove(witness)
 
-    def scan_tag(self) -> dict[str, Any]:
-        """The ``scan_info["sample"]`` tag now (a scan's START and END), level with the hardware.
+    def scan_tag(self, start: bool = True) -> dict[str, Any]:
+        """The ``scan_info["sample"]`` tag now (a scan's START, or its END), level with the hardware.
 
         Waits (at most ``settle_timeout`` s) for hardware changes being recorded, then tags the
         recorded state, unless a witness contradicts it: the tag is then UNKNOWN/CONFLICT with the
         witness's reason (``tracker_state`` says what the tracker had), and the witness reconciles
-        the tracker's state in the background."""
+        the tracker's state in the background. At the START under the ESRF policy, the tag is
+        UNKNOWN too when the dataset's ICAT fields are not those of the state (a change while
+        the scan started, or fields that could not be set): the file never names two samples."""
         pending = self._inflight.settle(self.settle_timeout)
         snap = self._current()
         doubt = (
             Doubt(TrackerState.UNKNOWN, f"still recording after {self.settle_timeout:g} s: {pending[0]}")
             if pending
-            else self._doubt(snap)
+            else (start and self._icat_doubt(snap)) or self._doubt(snap)
         )
         if doubt is None:
             return sample_tag(snap, self.name)
@@ -486,6 +543,21 @@ class SampleTracker:
         if missing > 0:
             known.insert(0, f"{missing} change(s) not known to this session (see {self.name}.history())")
         return known
+
+    def _icat_doubt(self, snap: Snapshot) -> Doubt | None:
+        """Under the ESRF policy: why the scan's ICAT fields may name another state than ``snap``."""
+        if not self.set_icat_fields or not data_policy.policy_active(data_policy.current_session()):
+            return None
+        if self._icat_error is not None:
+            return Doubt(TrackerState.UNKNOWN, self._icat_error)
+        applied = self._icat
+        if applied is not None and applied.seq != snap.seq and applied.fields != icat_fields(snap):
+            return Doubt(
+                TrackerState.UNKNOWN,
+                f"the tracker changed (#{applied.seq} -> #{snap.seq}) while this scan started: its ICAT "
+                f"dataset fields are those of #{applied.seq}",
+            )
+        return None
 
     def _doubt(self, snap: Snapshot) -> Doubt | None:
         for witness in list(self._witnesses):
@@ -695,23 +767,48 @@ class SampleTracker:
                 event.source,
                 event.status,
             )
-        if change.events or before.state != change.snapshot.state:
-            self._update_icat(before, change.snapshot)
         return change.events
 
-    def _update_icat(self, before: Snapshot, after: Snapshot) -> None:
+    # -- the ESRF data policy: ICAT dataset fields, applied in each scan's own greenlet --------------
+    def _before_scan(self) -> None:
+        """Run by BLISS's ``Scan.__init__`` (see ``data_policy.before_scan``), before the scan's
+        dataset is fixed: the dataset's ICAT fields follow the state the scan will be tagged with,
+        in a new dataset when the mounted sample changed. Never from a changer's or reader's
+        greenlet: a dataset switched under a starting scan makes it fail ("Dataset is already
+        closed") or split across two datasets. Not while a scan runs (a sequence's child scan):
+        its dataset stays; the child's tag then says the fields lag (see :meth:`scan_tag`)."""
         session = data_policy.current_session()
-        if not self.set_icat_fields or session is None or not data_policy.policy_active(session):
+        if session is None or not data_policy.policy_active(session):
             return
+        if self._tagger is not None and self._tagger.running:
+            return
+        self._inflight.settle(self.settle_timeout)
+        snap = self._current()
         try:
-            if self.new_dataset_on_change and before.mount_event_id != after.mount_event_id:
-                data_policy.new_dataset(session)
-            data_policy.set_dataset_fields(session, icat_fields(after))
-        except SampleTrackError as exc:
-            raise SampleTrackError(
-                f"tracker {self.name!r}: the change to {after.state} is recorded, but the ICAT dataset "
-                f"fields could not be updated: {exc}"
-            ) from exc
+            self._sync_icat(session, snap)
+        # reported in the scan's tag and __info__, never raised: the scan must start all the same
+        except (SampleTrackError, RedisError, OSError, RuntimeError, ValueError, KeyError) as exc:
+            self._icat_error = f"the ICAT dataset fields of change #{snap.seq} were not set: {exc}"
+            self._warn(self._icat_error)
+        else:
+            self._icat_error = None
+
+    def _sync_icat(self, session: Any, snap: Snapshot) -> None:
+        fields = icat_fields(snap)
+        dataset = data_policy.dataset_name(session)
+        applied = self._icat
+        if applied is not None and applied.dataset == dataset and applied.fields == fields:
+            self._icat = replace(applied, seq=snap.seq)  # nothing to write (a no-op for ICAT)
+            return
+        if (
+            self.new_dataset_on_change
+            and applied is not None
+            and applied.dataset == dataset  # the scientist's own new dataset is kept
+            and applied.mount_event_id != snap.mount_event_id
+        ):
+            dataset = data_policy.new_dataset(session)
+        data_policy.set_dataset_fields(session, fields)
+        self._icat = IcatApplied(dataset, snap.seq, snap.mount_event_id, fields)
 
     def _mount_read(self, read: BarcodeRead) -> Sample:
         sample = self.resolve(read.barcode)
@@ -774,6 +871,10 @@ class SampleTracker:
         lines.append(f"  owner     : {self.owner()}")
         tagging = "on" if self._tagger is not None else "off"
         lines.append(f"  scans     : tagging {tagging}, policy {self.scan_policy}")
+        witnesses = ", ".join(w.name for w in self._witnesses) or "none"
+        lines.append(f"  checks    : scans against {witnesses}; manual input policy {self.manual_policy}")
+        if snap.state in (TrackerState.UNKNOWN, TrackerState.CONFLICT):
+            lines.append("  meaning   : scans are tagged with this doubt until a source settles it")
         statuses = self.delivery.status()
         if not statuses:
             lines.append(

@@ -24,6 +24,7 @@ from typing import Protocol, runtime_checkable
 
 import gevent.event
 
+from bliss_sampletrack.core import Sample
 from bliss_sampletrack.tracker.state import Snapshot, TrackerState
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,11 @@ class Witness(Protocol):
 
     def reconcile(self) -> object:
         """Bring the tracker in line with the hardware (called in a greenlet of its own)."""
+        ...
+
+    def judge_manual(self, sample: Sample | None) -> tuple[str | None, str]:
+        """A manual mount of ``sample`` (None: unmount) against the hardware: ``(problem,
+        support)``, the contradiction if any, else what confirms it ("" if nothing does)."""
         ...
 
 

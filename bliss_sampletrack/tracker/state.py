@@ -149,13 +149,26 @@ def numbered(before: Snapshot, change: Change) -> Change:
 
 
 def _unmount_previous(
-    current: Snapshot, source: Source, ctx: EventContext, at: datetime, why: str | None
+    current: Snapshot,
+    source: Source,
+    ctx: EventContext,
+    at: datetime,
+    why: str | None,
+    *,
+    status: Status = Status.SUCCESS,
+    confirmed: str = "",
 ) -> list[Event]:
     if current.sample is None or current.state is TrackerState.EMPTY:
         return []
     doubtful = current.state in (TrackerState.UNKNOWN, TrackerState.CONFLICT)
     message = why or ""
-    if doubtful:
+    if status is not Status.SUCCESS:
+        doubtful = True  # the caller knows the unmount is contradicted: ``why`` says how
+    elif doubtful and confirmed:
+        doubtful = False  # e.g. the presence sensor saw the pin go: the unmount was observed
+        message = f"{current.state} before" + (f" ({current.reason})" if current.reason else "")
+        message += f"; confirmed: {confirmed}"
+    elif doubtful:
         message = (
             f"unmount not observed: the tracker was {current.state}"
             + (f" ({current.reason})" if current.reason else "")
@@ -209,12 +222,29 @@ def mount(
     return Change(snapshot, events)
 
 
-def unmount(current: Snapshot, source: Source, ctx: EventContext, *, at: datetime | None = None) -> Change:
-    """The sample position is now empty. Unmounting when already EMPTY changes nothing."""
+def unmount(
+    current: Snapshot,
+    source: Source,
+    ctx: EventContext,
+    *,
+    at: datetime | None = None,
+    status: Status = Status.SUCCESS,
+    message: str = "",
+    confirmed: str = "",
+) -> Change:
+    """The sample position is now empty. Unmounting when already EMPTY changes nothing.
+
+    ``status`` ERROR: an unmount that the hardware contradicts (``message`` says how): the
+    previous sample's unmount is recorded ERROR and the tracker goes CONFLICT, not EMPTY.
+    ``confirmed``: what observed the removal (e.g. the presence sensor), so that leaving
+    UNKNOWN/CONFLICT records a SUCCESS unmount saying so."""
     at = at or datetime.now(UTC)
+    if status is not Status.SUCCESS:
+        events = _unmount_previous(current, source, ctx, at, message, status=status)
+        return Change(Snapshot(TrackerState.CONFLICT, at, current.sample, source, reason=message), events)
     if current.state is TrackerState.EMPTY:
         return Change(current)
-    events = _unmount_previous(current, source, ctx, at, None)
+    events = _unmount_previous(current, source, ctx, at, message or None, confirmed=confirmed)
     return Change(Snapshot(TrackerState.EMPTY, at, source=source), events)
 
 
