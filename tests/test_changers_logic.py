@@ -3,15 +3,14 @@ generic adapter and the macro helpers against an in-memory tracker (the real sta
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
-import fakeredis
 import gevent
 import pytest
 
+from bliss_sampletrack import testing
 from bliss_sampletrack.changers.crosscheck import Bookkeeping, Record, decide, reconcile
 from bliss_sampletrack.changers.errors import (
     ChangerBusyError,
@@ -40,10 +39,10 @@ from bliss_sampletrack.changers.recording import TrackerSeam
 from bliss_sampletrack.changers.robot_actions import ActionType, RobotAction, RobotActionLog, robot_actions
 from bliss_sampletrack.changers.simulated import SimulatedChanger, parse_contents
 from bliss_sampletrack.core import Event, EventType, Sample, Source, Status
-from bliss_sampletrack.core.barcode import validate_barcode
 from bliss_sampletrack.errors import ConfigurationError, MountRefusedError, SampleTrackError
-from bliss_sampletrack.tracker import state as machine
-from bliss_sampletrack.tracker.state import EventContext, Snapshot, TrackerState
+from bliss_sampletrack.testing import events
+from bliss_sampletrack.tracker.engine import Tracker
+from bliss_sampletrack.tracker.state import EventContext, TrackerState
 
 CTX = EventContext("id00", "test")
 T0 = datetime(2026, 11, 24, 18, 0, tzinfo=UTC)
@@ -54,64 +53,9 @@ REGISTRY = {
 }
 
 
-@dataclass
-class FakeTracker:
-    """The tracker seam in memory: the real state machine, fakeredis for the robot actions."""
-
-    name: str = "tracker"
-    unknown_barcode: str = "accept"
-    events: list[Event] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.store = SimpleNamespace(redis=fakeredis.FakeRedis(), prefix=f"sampletrack:{self.name}")
-        self._snapshot = Snapshot.initial()
-
-    @property
-    def snapshot(self) -> Snapshot:
-        return self._snapshot
-
-    @property
-    def state(self) -> TrackerState:
-        return self._snapshot.state
-
-    @property
-    def sample(self) -> Sample | None:
-        return self._snapshot.sample if self.state is TrackerState.MOUNTED else None
-
-    def resolve(self, barcode: str) -> Sample:
-        code = validate_barcode(barcode)
-        if code in REGISTRY:
-            return REGISTRY[code]
-        if self.unknown_barcode == "refuse":
-            raise MountRefusedError(f"barcode {code!r} is in no sample registry")
-        return Sample(barcode=code)
-
-    def _apply(self, change: machine.Change) -> list[Event]:
-        self._snapshot = change.snapshot
-        self.events.extend(change.events)
-        return change.events
-
-    def record_mount(
-        self,
-        sample: Sample,
-        source: Source,
-        *,
-        at: datetime | None = None,
-        status: Status = Status.SUCCESS,
-        message: str = "",
-    ) -> list[Event]:
-        return self._apply(
-            machine.mount(self._snapshot, sample, source, CTX, at=at, status=status, message=message)
-        )
-
-    def record_unmount(self, source: Source, *, at: datetime | None = None) -> list[Event]:
-        return self._apply(machine.unmount(self._snapshot, source, CTX, at=at))
-
-    def set_unknown(self, reason: str) -> None:
-        self._apply(machine.degrade(self._snapshot, TrackerState.UNKNOWN, reason))
-
-    def set_conflict(self, reason: str) -> None:
-        self._apply(machine.degrade(self._snapshot, TrackerState.CONFLICT, reason))
+def in_memory(**options: Any) -> Tracker:
+    """The real engine on fakeredis (``bliss_sampletrack.testing``), with the samples above."""
+    return testing.engine(beamline="id00", session="test", samples=REGISTRY.values(), **options)
 
 
 def summary(events: list[Event]) -> list[tuple[str, str | None, str]]:
@@ -328,7 +272,7 @@ def test_robot_action_round_trip_and_ispyb_columns() -> None:
 
 
 def test_robot_action_log_is_bounded_newest_first() -> None:
-    tracker = FakeTracker()
+    tracker = in_memory()
     log = RobotActionLog.for_tracker(tracker, size=3)
     assert log.key == "sampletrack:tracker:robot_actions"
     for i in range(5):
@@ -357,22 +301,22 @@ def sc() -> SimulatedChanger:
 
 
 @pytest.fixture
-def fake() -> FakeTracker:
-    return FakeTracker()
+def fake() -> Tracker:
+    return in_memory()
 
 
 @pytest.fixture
-def link(fake: FakeTracker, sc: SimulatedChanger) -> Any:
+def link(fake: Tracker, sc: SimulatedChanger) -> Any:
     link = link_changer(fake, sc)
     yield link
     link.close()
 
 
-def test_protocols_are_satisfied(sc: SimulatedChanger, fake: FakeTracker) -> None:
+def test_protocols_are_satisfied(sc: SimulatedChanger, fake: Tracker) -> None:
     assert isinstance(sc, SampleChanger) and isinstance(fake, TrackerSeam)
 
 
-def test_chained_loads_record_the_unmount_first(fake: FakeTracker, sc: SimulatedChanger, link: Any) -> None:
+def test_chained_loads_record_the_unmount_first(fake: Tracker, sc: SimulatedChanger, link: Any) -> None:
     kinds: list[str] = []
     sc.subscribe(lambda e: kinds.append(str(e.kind)))
     sc.mount("1:01")
@@ -384,14 +328,14 @@ def test_chained_loads_record_the_unmount_first(fake: FakeTracker, sc: Simulated
         "unload_started",
         "unloaded",
     ]
-    assert summary(fake.events) == [
+    assert summary(events(fake)) == [
         ("mounted", "LYS-0001", "SUCCESS"),
         ("unmounted", "LYS-0001", "SUCCESS"),
         ("mounted", "THA-0003", "SUCCESS"),
         ("unmounted", "THA-0003", "SUCCESS"),
     ]
-    assert fake.events[2].sample.changer_to_contract() == {"name": "sc", "position": "2:01"}
-    assert fake.events[2].sample.name == "thaumatin_3"  # from the registry
+    assert events(fake)[2].sample.changer_to_contract() == {"name": "sc", "position": "2:01"}
+    assert events(fake)[2].sample.name == "thaumatin_3"  # from the registry
     actions = link.robot_actions(10)
     assert [(a.action_type, a.address, a.status) for a in reversed(actions)] == [
         (ActionType.LOAD, "1:01", Status.SUCCESS),
@@ -408,7 +352,7 @@ def test_shell_arguments_are_typechecked(sc: SimulatedChanger) -> None:
         sc.mount(101)  # type: ignore[arg-type]
 
 
-def test_refusals_before_moving_record_nothing(fake: FakeTracker, sc: SimulatedChanger, link: Any) -> None:
+def test_refusals_before_moving_record_nothing(fake: Tracker, sc: SimulatedChanger, link: Any) -> None:
     for target, message in (
         ("1:03", "no pin at 1:03"),
         ("4:01", "no position '4:01'"),
@@ -420,17 +364,17 @@ def test_refusals_before_moving_record_nothing(fake: FakeTracker, sc: SimulatedC
         sc.fail_next("melted")
     with pytest.raises(ChangerError, match="applies to unload, not 'load'"):
         sc.fail_next("pin_stays", "load")
-    assert fake.events == [] and link.robot_actions() == []
+    assert events(fake) == [] and link.robot_actions() == []
 
 
-def test_dropped_pin_fault_and_recovery(fake: FakeTracker, sc: SimulatedChanger, link: Any) -> None:
+def test_dropped_pin_fault_and_recovery(fake: Tracker, sc: SimulatedChanger, link: Any) -> None:
     sc.mount("1:01")
     sc.fail_next("dropped_pin")
     with pytest.raises(MountFailedError, match="load of 1:02 failed: the pin was dropped midway.*recover"):
         sc.mount("1:02")
     assert sc.mounted is None and sc.sample_present is False and sc.lost[0][0] == "1:02"
     assert fake.state is TrackerState.CONFLICT and fake.sample is None
-    assert summary(fake.events)[-2:] == [
+    assert summary(events(fake))[-2:] == [
         ("unmounted", "LYS-0001", "SUCCESS"),
         ("mounted", "LYS-0002", "ERROR"),
     ]
@@ -439,14 +383,14 @@ def test_dropped_pin_fault_and_recovery(fake: FakeTracker, sc: SimulatedChanger,
     sc.recover()
     sc.mount("2:01")
     assert fake.state is TrackerState.MOUNTED
-    assert summary(fake.events)[-2:] == [
+    assert summary(events(fake))[-2:] == [
         ("unmounted", "LYS-0002", "ERROR"),
         ("mounted", "THA-0003", "SUCCESS"),
     ]
     assert "1:02" not in {p.address for p in sc.contents()}  # the dropped pin stays lost
 
 
-def test_timeout_and_unload_failures(fake: FakeTracker, sc: SimulatedChanger, link: Any) -> None:
+def test_timeout_and_unload_failures(fake: Tracker, sc: SimulatedChanger, link: Any) -> None:
     sc.fail_next("timeout")
     with gevent.Timeout(5):
         with pytest.raises(ChangerTimeout, match="load of 1:01 failed: timed out after 0.05 s"):
@@ -462,10 +406,10 @@ def test_timeout_and_unload_failures(fake: FakeTracker, sc: SimulatedChanger, li
     assert link.robot_actions(1)[0].status is Status.ERROR
 
 
-def test_presence_cross_checks(fake: FakeTracker, sc: SimulatedChanger, link: Any) -> None:
+def test_presence_cross_checks(fake: Tracker, sc: SimulatedChanger, link: Any) -> None:
     sc.fail_next("no_pin_detected")
     sc.mount("1:01")
-    assert fake.state is TrackerState.CONFLICT and "detects no pin" in fake.events[-1].message
+    assert fake.state is TrackerState.CONFLICT and "detects no pin" in events(fake)[-1].message
     sc.reset()
     sc.mount("1:02")
     sc.fail_next("pin_stays")
@@ -492,7 +436,7 @@ def test_busy_changer_refuses_a_second_action(sc: SimulatedChanger) -> None:
     spawned.get(timeout=5)
 
 
-def test_manual_mounts_with_the_changer_present(fake: FakeTracker, sc: SimulatedChanger, link: Any) -> None:
+def test_manual_mounts_with_the_changer_present(fake: Tracker, sc: SimulatedChanger, link: Any) -> None:
     sample = link.manual_mount("LYS-0002")
     assert sample.changer_name is None and fake.snapshot.source is Source.MANUAL
     sc.set_presence(True)  # the pin placed by hand: expected
@@ -510,27 +454,29 @@ def test_manual_mounts_with_the_changer_present(fake: FakeTracker, sc: Simulated
 
 
 def test_manual_mount_after_the_pin_resolves_the_conflict(
-    fake: FakeTracker, sc: SimulatedChanger, link: Any
+    fake: Tracker, sc: SimulatedChanger, link: Any
 ) -> None:
     sc.set_presence(True)
     assert fake.state is TrackerState.CONFLICT
     link.manual_mount("LYS-0001")
-    assert fake.state is TrackerState.MOUNTED and summary(fake.events) == [("mounted", "LYS-0001", "SUCCESS")]
+    assert fake.state is TrackerState.MOUNTED and summary(events(fake)) == [
+        ("mounted", "LYS-0001", "SUCCESS")
+    ]
 
 
 def test_pins_without_identity_and_names_from_contents(
-    fake: FakeTracker, sc: SimulatedChanger, link: Any
+    fake: Tracker, sc: SimulatedChanger, link: Any
 ) -> None:
     sc.mount("3:07")
     assert fake.state is TrackerState.UNKNOWN and fake.snapshot.sample is None
-    assert "3:07, a pin with no barcode or name" in fake.snapshot.reason and fake.events == []
+    assert "3:07, a pin with no barcode or name" in fake.snapshot.reason and events(fake) == []
     assert link.robot_actions(1)[0].status is Status.SUCCESS and link.robot_actions(1)[0].barcode is None
     sc.mount("3:08")
     assert fake.sample is not None and (fake.sample.name, fake.sample.barcode) == ("xtal_8", None)
 
 
 def test_a_refused_barcode_leaves_the_tracker_unknown(sc: SimulatedChanger) -> None:
-    strict = FakeTracker(unknown_barcode="refuse")
+    strict = in_memory(unknown_barcode="refuse")
     sc_link = link_changer(strict, sc)
     try:
         sc._configured = parse_contents({"1:01": "UNLISTED-1"}, 3, 16)
@@ -542,7 +488,7 @@ def test_a_refused_barcode_leaves_the_tracker_unknown(sc: SimulatedChanger) -> N
         sc_link.close()
 
 
-def test_link_start_learns_what_the_changer_holds(fake: FakeTracker, sc: SimulatedChanger) -> None:
+def test_link_start_learns_what_the_changer_holds(fake: Tracker, sc: SimulatedChanger) -> None:
     sc.mount("1:01")
     late = link_changer(fake, sc)  # the tracker is UNKNOWN (first start): it learns 1:01
     try:
@@ -559,7 +505,7 @@ def test_link_config_errors() -> None:
     with pytest.raises(ConfigurationError, match="key 'tracker' must reference a SampleTracker"):
         ChangerLink("l", {"tracker": "tracker", "changer": None})
     with pytest.raises(ConfigurationError, match="key 'changer' must reference a sample changer"):
-        ChangerLink("l", {"tracker": FakeTracker(), "changer": object()})
+        ChangerLink("l", {"tracker": in_memory(), "changer": object()})
 
 
 def test_info(sc: SimulatedChanger) -> None:
@@ -634,7 +580,7 @@ def test_normalisers() -> None:
     assert [(p.address, p.barcode) for p in positions] == [("1:01", "A-1"), ("1:02", None)]
 
 
-def test_generic_adapter_commanded_and_observed_changes(fake: FakeTracker) -> None:
+def test_generic_adapter_commanded_and_observed_changes(fake: Tracker) -> None:
     robot = Robot()
     changer = generic(robot)
     assert isinstance(changer, SampleChanger)
@@ -645,7 +591,7 @@ def test_generic_adapter_commanded_and_observed_changes(fake: FakeTracker) -> No
         robot.loaded = (1, 1)  # the robot's own GUI swaps the pin
         changer.refresh()
         assert fake.sample is not None and fake.sample.barcode == "LYS-0001"
-        assert summary(fake.events) == [
+        assert summary(events(fake)) == [
             ("mounted", "LYS-0002", "SUCCESS"),
             ("unmounted", "LYS-0002", "SUCCESS"),
             ("mounted", "LYS-0001", "SUCCESS"),
@@ -665,7 +611,7 @@ def test_generic_adapter_commanded_and_observed_changes(fake: FakeTracker) -> No
         link.close()
 
 
-def test_generic_adapter_failures_and_offline(fake: FakeTracker) -> None:
+def test_generic_adapter_failures_and_offline(fake: Tracker) -> None:
     robot = Robot()
     changer = generic(robot)
     link = link_changer(fake, changer)
@@ -674,12 +620,12 @@ def test_generic_adapter_failures_and_offline(fake: FakeTracker) -> None:
         robot.fail_load = "gripper collision"
         with pytest.raises(MountFailedError, match="load of 1:02 failed.*gripper collision"):
             changer.mount("1:02")
-        assert fake.state is TrackerState.CONFLICT and fake.events[-1].status is Status.ERROR
-        assert fake.events[-1].message == (
+        assert fake.state is TrackerState.CONFLICT and events(fake)[-1].status is Status.ERROR
+        assert events(fake)[-1].message == (
             "load of 1:02 (LYS-0002) by changer 'robot_sc' failed: RuntimeError: gripper collision; "
             "the presence sensor detects a pin"  # 1:01's: the robot failed before unloading it
         )
-        assert summary(fake.events)[-2:] == [
+        assert summary(events(fake))[-2:] == [
             ("unmounted", "LYS-0001", "ERROR"),
             ("mounted", "LYS-0002", "ERROR"),
         ]
@@ -697,7 +643,7 @@ def test_generic_adapter_failures_and_offline(fake: FakeTracker) -> None:
         link.close()
 
 
-def test_generic_adapter_polls_cooperatively(fake: FakeTracker) -> None:
+def test_generic_adapter_polls_cooperatively(fake: Tracker) -> None:
     robot = Robot()
     changer = generic(robot, poll_period=0.01)
     link = link_changer(fake, changer)
@@ -724,7 +670,7 @@ def test_generic_adapter_config_errors() -> None:
 
 
 # -- macros ------------------------------------------------------------------------------------------
-def test_mounting_records_success_with_changer_fields(fake: FakeTracker) -> None:
+def test_mounting_records_success_with_changer_fields(fake: Tracker) -> None:
     with mounting(fake, "LYS-0001", changer="flex", address="3:05") as action:
         assert action.sample is not None and action.status is None
     assert fake.sample is not None and fake.sample.changer_to_contract() == {
@@ -741,7 +687,7 @@ def test_mounting_records_success_with_changer_fields(fake: FakeTracker) -> None
     )
 
 
-def test_a_failing_macro_never_leaves_the_sample_mounted(fake: FakeTracker) -> None:
+def test_a_failing_macro_never_leaves_the_sample_mounted(fake: Tracker) -> None:
     fake.record_mount(REGISTRY["LYS-0001"], Source.SAMPLE_CHANGER, at=T0)
 
     @tracked_mount(fake, changer="flex", address="where")
@@ -751,8 +697,11 @@ def test_a_failing_macro_never_leaves_the_sample_mounted(fake: FakeTracker) -> N
     with pytest.raises(RuntimeError, match="gripper jammed"):
         load("LYS-0002")
     assert fake.state is TrackerState.CONFLICT and fake.sample is None
-    assert summary(fake.events)[-2:] == [("unmounted", "LYS-0001", "ERROR"), ("mounted", "LYS-0002", "ERROR")]
-    assert "mount at 1:02 failed in a macro: RuntimeError: gripper jammed" in fake.events[-1].message
+    assert summary(events(fake))[-2:] == [
+        ("unmounted", "LYS-0001", "ERROR"),
+        ("mounted", "LYS-0002", "ERROR"),
+    ]
+    assert "mount at 1:02 failed in a macro: RuntimeError: gripper jammed" in events(fake)[-1].message
     record = robot_actions(fake, 1)[0]
     assert (record.status, record.message, record.address) == (
         Status.ERROR,
@@ -761,15 +710,15 @@ def test_a_failing_macro_never_leaves_the_sample_mounted(fake: FakeTracker) -> N
     )
 
 
-def test_ctrl_c_in_a_macro_is_recorded_and_re_raised(fake: FakeTracker) -> None:
+def test_ctrl_c_in_a_macro_is_recorded_and_re_raised(fake: Tracker) -> None:
     with pytest.raises(KeyboardInterrupt):
         with mounting(fake, "THA-0003"):
             raise KeyboardInterrupt
-    assert fake.state is TrackerState.CONFLICT and fake.events[-1].message.endswith("KeyboardInterrupt")
+    assert fake.state is TrackerState.CONFLICT and events(fake)[-1].message.endswith("KeyboardInterrupt")
 
 
 def test_a_refused_barcode_stops_the_macro_before_the_robot_moves() -> None:
-    strict = FakeTracker(unknown_barcode="refuse")
+    strict = in_memory(unknown_barcode="refuse")
     moved = []
 
     @tracked_mount(strict)
@@ -778,10 +727,10 @@ def test_a_refused_barcode_stops_the_macro_before_the_robot_moves() -> None:
 
     with pytest.raises(MountRefusedError):
         load("UNLISTED-9")
-    assert moved == [] and strict.events == [] and robot_actions(strict) == []
+    assert moved == [] and events(strict) == [] and robot_actions(strict) == []
 
 
-def test_identity_from_the_result_or_none(fake: FakeTracker) -> None:
+def test_identity_from_the_result_or_none(fake: Tracker) -> None:
     @tracked_mount(fake, sample=None, address="pos", changer="flex", from_result=True)
     def load(pos: str) -> str:
         return "THA-0003"  # e.g. the robot's datamatrix reader
@@ -808,7 +757,7 @@ def test_identity_from_the_result_or_none(fake: FakeTracker) -> None:
         wrong("LYS-0001")
 
 
-def test_unmount_macros(fake: FakeTracker) -> None:
+def test_unmount_macros(fake: Tracker) -> None:
     fake.record_mount(REGISTRY["LYS-0001"], Source.SAMPLE_CHANGER, at=T0)
 
     @tracked_unmount(fake, changer="flex")
@@ -826,7 +775,7 @@ def test_unmount_macros(fake: FakeTracker) -> None:
     assert [a.action_type for a in robot_actions(fake, 5)] == [ActionType.UNLOAD] * 3
 
 
-def test_a_recording_failure_never_masks_the_macro_error(fake: FakeTracker) -> None:
+def test_a_recording_failure_never_masks_the_macro_error(fake: Tracker) -> None:
     def broken(reason: str) -> None:
         raise ConnectionError("Redis is down")
 
@@ -838,7 +787,7 @@ def test_a_recording_failure_never_masks_the_macro_error(fake: FakeTracker) -> N
 
 
 def test_tracker_by_name_is_looked_up_when_the_macro_runs(
-    fake: FakeTracker, monkeypatch: pytest.MonkeyPatch
+    fake: Tracker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import bliss.config.static
 
@@ -865,7 +814,7 @@ def test_tracker_by_name_must_be_a_tracker() -> None:
 
 
 def test_a_move_redis_cannot_take_is_reconciled_at_the_next_event(
-    fake: FakeTracker, sc: SimulatedChanger, link: Any, caplog: pytest.LogCaptureFixture
+    fake: Tracker, sc: SimulatedChanger, link: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     # beacon's Redis restarting while the robot loads: the move happened, nothing could be written
     import redis
@@ -878,7 +827,7 @@ def test_a_move_redis_cannot_take_is_reconciled_at_the_next_event(
     fake.record_mount = redis_down  # type: ignore[method-assign]
     before = fake.state
     assert sc.mount("1:01").address == "1:01"  # the changer's action is not broken by the tracker
-    assert fake.state is before and fake.events == []
+    assert fake.state is before and events(fake) == []
     assert link.missed is not None and "1:01" in link.missed
     assert any(r.levelname == "ERROR" and "not recorded" in r.getMessage() for r in caplog.records)
     assert "missed" in link.__info__()
@@ -886,6 +835,6 @@ def test_a_move_redis_cannot_take_is_reconciled_at_the_next_event(
     fake.record_mount = real_record_mount  # type: ignore[method-assign]
     sc.mount("2:01")  # Redis is back: the link first compares, then records the new move
     assert link.missed is None
-    assert summary(fake.events)[-1] == ("mounted", "THA-0003", "SUCCESS")
+    assert summary(events(fake))[-1] == ("mounted", "THA-0003", "SUCCESS")
     assert fake.state is TrackerState.MOUNTED and fake.sample is not None
     assert fake.sample.barcode == "THA-0003"

@@ -1,0 +1,101 @@
+"""Test helpers that are part of the package: the tracker's engine without a BLISS session.
+
+For the plugin's own tests and for beamlines testing their macros::
+
+    from bliss_sampletrack import testing
+
+    tracker = testing.engine(samples=[Sample(barcode="LYS-0001", name="lyso")])   # on fakeredis
+    bench = testing.changer_bench(contents={"1:01": "LYS-0001"})                   # + changer + link
+    bench.changer.mount("1:01")
+    assert bench.tracker.sample.barcode == "LYS-0001"
+    bench.close()
+
+Everything is real but the Redis server: the engine (:class:`~bliss_sampletrack.tracker.engine.
+Tracker`) with its state machine, persistence (one transaction per change), lease and checks;
+the simulated changer and the link that records it. ``redis=`` takes a real client instead of
+fakeredis (``pip install fakeredis``, in the ``test`` extra).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bliss_sampletrack.core import Event, Sample
+from bliss_sampletrack.tracker.engine import Tracker
+from bliss_sampletrack.tracker.registry import ChainRegistry
+
+
+class SampleTable:
+    """A sample registry from records in memory (by barcode)."""
+
+    def __init__(self, samples: Iterable[Sample] = ()) -> None:
+        self.samples = {s.barcode: s for s in samples if s.barcode is not None}
+
+    def resolve(self, barcode: str) -> Sample | None:
+        return self.samples.get(barcode)
+
+    def describe(self) -> str:
+        return f"{len(self.samples)} sample(s) in memory"
+
+
+def engine(
+    name: str = "tracker",
+    beamline: str = "test",
+    *,
+    redis: Any = None,
+    samples: Iterable[Sample] = (),
+    **options: Any,
+) -> Tracker:
+    """A tracker engine on ``redis`` (default: a new fakeredis server), with ``samples`` as its
+    registry; ``options`` are the engine's keyword arguments (``manual_policy``...)."""
+    if redis is None:
+        import fakeredis
+
+        redis = fakeredis.FakeRedis()
+    return Tracker(name, beamline, redis, registry=ChainRegistry([SampleTable(samples)]), **options)
+
+
+def events(tracker: Tracker, count: int = 1000) -> list[Event]:
+    """The tracker's last ``count`` events, oldest first (its history in Redis)."""
+    return list(reversed(tracker.store.history(count)))
+
+
+@dataclass
+class ChangerBench:
+    """An engine, a simulated changer and the link recording it on the engine."""
+
+    tracker: Tracker
+    changer: Any  # SimulatedChanger
+    link: Any  # ChangerLink
+
+    def close(self) -> None:
+        self.link.close()
+        self.tracker.close()
+
+
+def changer_bench(
+    contents: Mapping[str, Any] | None = None,
+    *,
+    load_time: float = 0.0,
+    samples: Iterable[Sample] = (),
+    check_presence: bool = True,
+    **options: Any,
+) -> ChangerBench:
+    """:func:`engine` with a simulated changer ``sc`` (``contents``: address -> barcode, as its
+    YAML) and the link between them. The changer needs BLISS importable (not a session)."""
+    from bliss_sampletrack.changers.link import link_changer
+    from bliss_sampletrack.changers.simulated import SimulatedChanger
+
+    changer = SimulatedChanger(
+        "sc",
+        {
+            "contents": dict(contents or {"1:01": "LYS-0001", "1:02": "LYS-0002", "2:01": "THA-0003"}),
+            "load_time": load_time,
+            "unload_time": load_time,
+        },
+    )
+    tracker = engine(samples=samples, **options)
+    link = link_changer(tracker, changer, name="sc_link", check_presence=check_presence)
+    return ChangerBench(tracker, changer, link)
