@@ -341,3 +341,31 @@ def test_a_manual_unmount_while_the_changer_has_its_pin_on_is_a_conflict(
     unmounted = tracker.outbox.peek(10)[-1]
     assert unmounted.status is Status.ERROR and "1:01 (LYS-0001)" in unmounted.message
     assert tracker.state is TrackerState.CONFLICT
+
+
+# -- data policy: new datasets keep the tracker's fields, two names are both recorded ---------------
+
+
+def test_newsample_while_mounted_keeps_the_tracker_fields_and_records_both_names(
+    tracker: SampleTracker, bliss_session: Any, esrf: Any
+) -> None:
+    import h5py
+
+    from bliss_sampletrack.tagging import data_policy
+
+    tracker.mount("LYS-0001")
+    loopscan(bliss_session)
+    esrf.newsample("my_crystal")  # the scientist names the sample otherwise: a new collection
+    scan = loopscan(bliss_session)
+    fields = data_policy.snapshot_fields(scan.scan_info)
+    assert fields["Sample_name"] == "lysozyme_1" and fields["SampleTrackingParcel_name"] == "Dewar A"
+    tag = scan.scan_info["sample"]
+    assert tag["collection_sample_name"] == "my_crystal" and "my_crystal" in tag["name_note"]
+    with h5py.File(scan.scan_info["filename"], "r", locking=False) as h5:
+        group = h5[f"{scan.scan_info['scan_nb']}.1/sample"]
+        assert group["name"][()].decode() == "lysozyme_1"
+        assert group["collection_sample_name"][()].decode() == "my_crystal"
+    esrf.newdataset("mine")  # a dataset of the scientist's own: kept, and given the fields
+    scan = loopscan(bliss_session)
+    assert data_policy.dataset_name(bliss_session) == "mine"
+    assert data_policy.snapshot_fields(scan.scan_info)["Sample_name"] == "lysozyme_1"

@@ -205,3 +205,16 @@ def test_an_interruption_cannot_split_a_record() -> None:
         complete("load", lambda: 1 / 0)
     with pytest.raises(RecordTimeout):
         complete("load", lambda: gevent.sleep(1), timeout=0.01)
+
+
+@pytest.mark.parametrize("state", [TrackerState.UNKNOWN, TrackerState.CONFLICT])
+@pytest.mark.parametrize("present", [False, True])
+def test_a_pin_moved_while_the_tracker_doubts_is_still_a_change(state: TrackerState, present: bool) -> None:
+    from bliss_sampletrack.changers.crosscheck import Bookkeeping, Record, decide
+    from bliss_sampletrack.changers.protocol import ChangerEvent, ChangerEventKind
+
+    book = Bookkeeping("tracker", "sc_link", state, "xtal (no barcode)", Source.SAMPLE_CHANGER)
+    event = ChangerEvent(ChangerEventKind.PRESENCE, "sc", T0, address="3:07", present=present)
+    decision = decide(event, book)
+    assert decision.record is Record(str(state).lower())
+    assert ("detects a pin" if present else "detects no pin") in decision.message

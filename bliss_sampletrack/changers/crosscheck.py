@@ -41,8 +41,7 @@ from bliss_sampletrack.changers.protocol import (
 )
 from bliss_sampletrack.changers.robot_actions import ActionType
 from bliss_sampletrack.core import Sample, Source, Status
-from bliss_sampletrack.tracker.settle import Doubt
-from bliss_sampletrack.tracker.state import Snapshot, TrackerState
+from bliss_sampletrack.core.snapshot import Doubt, Snapshot, TrackerState
 
 
 class Record(StrEnum):
@@ -266,6 +265,8 @@ def _presence(event: ChangerEvent, book: Bookkeeping) -> Decision:
         return Decision(Record.NOTHING)
     if event.present:
         if book.manual or event.address is not None:
+            if book.state in (TrackerState.UNKNOWN, TrackerState.CONFLICT):
+                return _doubtful_presence(event, book)
             return Decision(Record.NOTHING)  # announced by hand, or the changer's own pin
         return Decision(
             Record.CONFLICT,
@@ -284,7 +285,23 @@ def _presence(event: ChangerEvent, book: Bookkeeping) -> Decision:
                 f"hand, record it with {book.link}.manual_unmount()"
             ),
         )
+    if book.state in (TrackerState.UNKNOWN, TrackerState.CONFLICT):
+        return _doubtful_presence(event, book)
     return Decision(Record.NOTHING)
+
+
+def _doubtful_presence(event: ChangerEvent, book: Bookkeeping) -> Decision:
+    """A presence change while the tracker already doubts (UNKNOWN, CONFLICT): still a change on
+    the goniometer, so it is recorded (the doubt with what the sensor now sees) and a scan that
+    saw it happen says so."""
+    sensed = "detects a pin" if event.present else "detects no pin"
+    what = f"the presence sensor of changer {event.changer!r} now {sensed} on the goniometer"
+    hint = (
+        f"record what is there with {book.link}.manual_mount('BARCODE')"
+        if event.present
+        else f"record the removal with {book.link}.manual_unmount()"
+    )
+    return Decision(Record(str(book.state).lower()), message=f"{what}: {hint}")
 
 
 def reconcile(

@@ -74,6 +74,7 @@ from bliss_sampletrack.changers.robot_actions import DEFAULT_SIZE, RobotAction, 
 from bliss_sampletrack.config_node import ObjectConfig
 from bliss_sampletrack.core import Sample, Source, Status
 from bliss_sampletrack.core.shield import complete
+from bliss_sampletrack.core.snapshot import Doubt, Snapshot, TrackerState, Witness
 from bliss_sampletrack.errors import (
     InvalidBarcodeError,
     InvalidSampleError,
@@ -82,8 +83,6 @@ from bliss_sampletrack.errors import (
     SampleTrackError,
 )
 from bliss_sampletrack.readers.protocol import BarcodeReader
-from bliss_sampletrack.tracker.settle import Doubt, Witness
-from bliss_sampletrack.tracker.state import Snapshot, TrackerState
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from bliss_sampletrack.core import Event, Sample, Source, Status
-from bliss_sampletrack.tracker.state import Snapshot, TrackerState
+from bliss_sampletrack.core.snapshot import Snapshot, TrackerState
 
 log = logging.getLogger(__name__)
 

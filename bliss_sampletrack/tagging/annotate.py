@@ -55,9 +55,9 @@ import h5py
 
 from bliss_sampletrack.core import Event, EventType, Status
 from bliss_sampletrack.core.contract import format_timestamp
+from bliss_sampletrack.core.snapshot import Snapshot, TrackerState
 from bliss_sampletrack.errors import InvalidEventError, SampleTrackError
 from bliss_sampletrack.tagging.scan_tag import sample_tag
-from bliss_sampletrack.tracker.state import Snapshot, TrackerState
 
 log = logging.getLogger(__name__)
 

@@ -183,6 +183,28 @@ def dataset_name(session: Session | None) -> str | None:
     return str(name) if name else None
 
 
+def dataset_path(session: Session | None) -> str | None:
+    """``proposal/collection/dataset`` of the current dataset (names repeat across collections),
+    or None without the policy."""
+    session = real_session(session)
+    if not policy_active(session):
+        return None
+    assert session is not None
+    scan_saving = session.scan_saving
+    return f"{scan_saving.proposal_name}/{scan_saving.collection_name}/{scan_saving.dataset_name}"
+
+
+def collection_sample_name(session: Session) -> str | None:
+    """The current collection's ``Sample_name``: the scientist's naming (``newsample(name)``,
+    ``newcollection(name, sample_name=)``; BLISS's default is the collection's own name), or None
+    without a collection. Same attribute in 2.0.3 and 2.4."""
+    collection = _policy_scan_saving(session).collection
+    if collection is None:
+        return None
+    name = collection.sample_name
+    return str(name) if name else None
+
+
 def dataset_fields(session: Session) -> dict[str, Any]:
     """All ICAT fields of the current dataset now: its own and, until it closes, its parents'."""
     return dict(_current_dataset(session).get_current_icat_metadata())

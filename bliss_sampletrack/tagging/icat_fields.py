@@ -12,7 +12,7 @@ the best guess, and the scan's tag says the tracker does not know.
 
 from __future__ import annotations
 
-from bliss_sampletrack.tracker.state import Snapshot, TrackerState
+from bliss_sampletrack.core.snapshot import Snapshot, TrackerState
 
 ICAT_SAMPLE_FIELDS = (
     "Sample_name",

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from bliss_sampletrack.core.contract import format_timestamp
-from bliss_sampletrack.tracker.state import Snapshot, TrackerState
+from bliss_sampletrack.core.snapshot import Snapshot, TrackerState
 
 NX_CLASS = "NXsample"
 _SAMPLE_KEYS = (

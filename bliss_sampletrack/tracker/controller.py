@@ -37,7 +37,6 @@ from typing import Any
 
 import gevent
 from bliss.common.utils import typecheck
-from redis.exceptions import RedisError
 
 from bliss_sampletrack.config_node import ObjectConfig
 from bliss_sampletrack.core import Sample, Source
@@ -150,7 +149,7 @@ def _manifest(cfg: ObjectConfig, location: str, key: str = "manifest", item: str
 class IcatApplied:
     """The ICAT fields this tracker last set on a dataset, for which change."""
 
-    dataset: str | None
+    dataset: str | None  # proposal/collection/dataset
     seq: int
     mount_event_id: uuid.UUID | None
     fields: dict[str, str | None]
@@ -210,6 +209,7 @@ class SampleTracker(Tracker):
         self.deliver_in_session = cfg.get("deliver_in_session", bool, True)
         self._icat: IcatApplied | None = None  # the fields set on the current dataset
         self._icat_error: str | None = None
+        self._name_note: dict[str, str] = {}  # the scientist's sample name, when not the tracker's
         self.tag_checks.append(self._icat_doubt)
         self._follower: gevent.Greenlet | None = None
         self._prefetches: list[gevent.Greenlet] = []
@@ -417,29 +417,60 @@ class SampleTracker(Tracker):
         snap = self._current()
         try:
             self._sync_icat(session, snap)
-        # reported in the scan's tag and __info__, never raised: the scan must start all the same
-        except (SampleTrackError, RedisError, OSError, RuntimeError, ValueError, KeyError) as exc:
-            self._icat_error = f"the ICAT dataset fields of change #{snap.seq} were not set: {exc}"
+        # broad on purpose: this runs inside BLISS's Scan.__init__, and a failure here would stop a
+        # user's scan; it is logged with its traceback, kept in __info__ and put in the scan's tag
+        # (UNKNOWN, with this reason), so nothing is hidden
+        except Exception as exc:
+            log.exception("tracker %r: ICAT dataset fields of change #%d not set", self.name, snap.seq)
+            self._icat_error = (
+                f"the ICAT dataset fields of change #{snap.seq} were not set: {type(exc).__name__}: {exc}"
+            )
             self._warn(self._icat_error)
         else:
             self._icat_error = None
 
     def _sync_icat(self, session: Any, snap: Snapshot) -> None:
         fields = icat_fields(snap)
-        dataset = data_policy.dataset_name(session)
+        dataset = data_policy.dataset_path(session)
         applied = self._icat
         if applied is not None and applied.dataset == dataset and applied.fields == fields:
             self._icat = replace(applied, seq=snap.seq)  # nothing to write (a no-op for ICAT)
             return
+        self._name_note = self._compare_names(session, snap, fields.get("Sample_name"))
         if (
             self.new_dataset_on_change
             and applied is not None
             and applied.dataset == dataset  # the scientist's own new dataset is kept
             and applied.mount_event_id != snap.mount_event_id
         ):
-            dataset = data_policy.new_dataset(session)
+            data_policy.new_dataset(session)
+            dataset = data_policy.dataset_path(session)
         data_policy.set_dataset_fields(session, fields)
         self._icat = IcatApplied(dataset, snap.seq, snap.mount_event_id, fields)
+
+    def _compare_names(self, session: Any, snap: Snapshot, ours: str | None) -> dict[str, str]:
+        """When the scientist named the collection's sample (``newsample``) otherwise than the
+        tracker's ``Sample_name``: both, for the scan tags, and a warning. The dataset gets the
+        tracker's name (what is on the goniometer); the scientist's stays on the collection."""
+        theirs = data_policy.collection_sample_name(session)
+        if theirs is None or ours is None or theirs == ours:
+            return {}
+        what = snap.sample.label if snap.state is TrackerState.MOUNTED and snap.sample else "nothing"
+        note = (
+            f"the collection's sample name {theirs!r} (newsample, newcollection or the collection's "
+            f"name) is not the tracker's: {what} mounted, so the dataset's Sample_name is {ours!r}"
+        )
+        if self._name_note.get("name_note") != note:  # in each tag; the log says it once
+            log.info("tracker %r: %s", self.name, note)
+        return {"collection_sample_name": theirs, "name_note": note}
+
+    def scan_tag(self, start: bool = True) -> dict[str, Any]:
+        """The engine's tag, plus the scientist's collection sample name when it is not the
+        tracker's (see :meth:`_compare_names`)."""
+        tag = super().scan_tag(start)
+        if start and self._name_note and tag.get("state") in ("MOUNTED", "EMPTY"):
+            tag.update(self._name_note)
+        return tag
 
     def _mount_read(self, read: BarcodeRead) -> Sample:
         sample = self.resolve(read.barcode)

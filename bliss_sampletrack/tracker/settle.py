@@ -19,48 +19,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 import gevent.event
 
-from bliss_sampletrack.core import Sample
-from bliss_sampletrack.tracker.state import Snapshot, TrackerState
+from bliss_sampletrack.core.snapshot import Doubt, Witness
+
+__all__ = ["Doubt", "InFlight", "Witness"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Doubt:
-    """Why a snapshot may not be what is on the goniometer now.
-
-    ``state``: UNKNOWN (the hardware is between two states, e.g. a robot moving) or CONFLICT (the
-    hardware contradicts the snapshot). ``reconcile``: the tracker's own state should be brought
-    in line (a contradiction that is not a move in progress)."""
-
-    state: TrackerState
-    reason: str
-    reconcile: bool = False
-
-
-@runtime_checkable
-class Witness(Protocol):
-    """A cheap, hub-friendly view of the hardware that can contradict the tracker."""
-
-    name: str
-
-    def doubt(self, snapshot: Snapshot) -> Doubt | None:
-        """Why ``snapshot`` may not be the hardware's state now, or None when they agree."""
-        ...
-
-    def reconcile(self) -> object:
-        """Bring the tracker in line with the hardware (called in a greenlet of its own)."""
-        ...
-
-    def judge_manual(self, sample: Sample | None) -> tuple[str | None, str]:
-        """A manual mount of ``sample`` (None: unmount) against the hardware: ``(problem,
-        support)``, the contradiction if any, else what confirms it ("" if nothing does)."""
-        ...
 
 
 class InFlight:
