@@ -95,6 +95,24 @@ class Benchmark:
 
 BENCHMARKS = [
     Benchmark(
+        "provenance_soak",
+        "provenance_soak.py",
+        ["--seeds", "101", "--scans", "40"],
+        ["--seeds", "101", "202", "303", "--scans", "340"],
+        [
+            Figure("provenance: scans checked", "scans", "scans"),
+            Figure("provenance: scans under the ESRF policy", "policy_scans", "scans"),
+            Figure(
+                "provenance: WRONG + FALSE_EMPTY + UNFLAGGED + SILENT + MISMATCH + RAISED", "bad", "", "==", 0
+            ),
+            Figure("provenance: FLAGGED_DOUBT (explicit doubt, acceptable)", "counts.FLAGGED_DOUBT", "scans"),
+        ],
+        note_quick="one seed of 40 scans",
+        note_full="3 seeds x 340 scans, a third under the ESRF data policy",
+        timeout_quick=300.0,
+        timeout_full=1500.0,
+    ),
+    Benchmark(
         "reader_latency",
         "reader_latency.py",
         ["--reads", "100"],
