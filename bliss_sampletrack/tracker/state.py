@@ -3,12 +3,8 @@
 Pure logic (no I/O): :func:`transition` takes the current :class:`Snapshot` and a request and
 returns the next snapshot plus the events to record, so every rule is testable in isolation.
 
-States:
-- ``EMPTY``: nothing on the sample position.
-- ``MOUNTED``: ``sample`` is on it, since the event ``mount_event_id``.
-- ``UNKNOWN``: nothing to trust (first start, or the reader that identified the sample went
-  offline). ``sample`` keeps the last sample believed mounted, if any.
-- ``CONFLICT``: two sources disagree; ``reason`` says how. ``sample`` is the one recorded before.
+The states and the snapshot are in :mod:`bliss_sampletrack.core.snapshot` (every layer reads
+them; re-exported here).
 
 Rules:
 - Mounting while something is mounted first records the unmount of the previous sample.
