@@ -204,9 +204,16 @@ def test_reconcile_at_link_start() -> None:
 
     assert rec("1:01", TrackerState.UNKNOWN, changer="sc", same_sample=False) is Record.MOUNT
     assert rec("1:01", TrackerState.MOUNTED, changer="sc", same_sample=True) is Record.NOTHING
-    assert rec("1:01", TrackerState.MOUNTED, changer="sc", same_sample=False) is Record.CONFLICT
-    assert rec("1:01", TrackerState.EMPTY, changer="sc", same_sample=False) is Record.CONFLICT
-    assert rec(None, TrackerState.MOUNTED, changer="sc", same_sample=False) is Record.CONFLICT
+    # a change nobody recorded is recorded as such: an ERROR mount/unmount (and CONFLICT)
+    assert rec("1:01", TrackerState.MOUNTED, changer="sc", same_sample=False) is Record.MOUNT
+    assert rec("1:01", TrackerState.EMPTY, changer="sc", same_sample=False) is Record.MOUNT
+    assert rec(None, TrackerState.MOUNTED, changer="sc", same_sample=False) is Record.UNMOUNT
+    unobserved = reconcile(
+        "1:01", "LYS-0001", None, None, book(TrackerState.EMPTY), changer="sc", same_sample=False
+    )
+    assert unobserved.status is Status.ERROR and "a load nobody recorded" in unobserved.message
+    # no identity to record: CONFLICT only
+    assert rec("1:01", TrackerState.EMPTY, barcode=None, changer="sc", same_sample=False) is Record.CONFLICT
     assert rec(None, TrackerState.EMPTY, changer="sc", same_sample=False) is Record.NOTHING
     assert rec(None, TrackerState.EMPTY, changer="sc", same_sample=False, present=True) is Record.CONFLICT
     assert rec("1:01", TrackerState.CONFLICT, changer="sc", same_sample=False) is Record.NOTHING

@@ -475,13 +475,16 @@ def test_a_flapping_sensor_on_the_simulated_changer_follows_the_documented_rule(
     tracker: SampleTracker, sc: SimulatedChanger, link: ChangerLink
 ) -> None:
     """The simulated changer reports every change (no debounce): the first reading that
-    contradicts the mount puts the tracker in CONFLICT, later ones change nothing, and none is a
-    contract event (see changers/crosscheck.py)."""
+    contradicts the mount puts the tracker in CONFLICT, each later one is recorded as a change of
+    that doubt (the pin moved: a scan running meanwhile is flagged), and none is a contract event
+    (see changers/crosscheck.py)."""
     sc.mount("1:01")
+    seq = tracker.snapshot.seq
     seen: list[ChangerEventKind] = []
     sc.subscribe(lambda event: seen.append(event.kind))
     flap_presence(sc.set_presence, count=50, period=0.002, final=True).get(timeout=20)
     assert seen.count(ChangerEventKind.PRESENCE) == 50  # every change, the last one back to a pin
-    assert tracker.state is TrackerState.CONFLICT and "no longer detects a pin" in tracker.snapshot.reason
+    assert tracker.state is TrackerState.CONFLICT and "now detects a pin" in tracker.snapshot.reason
+    assert tracker.snapshot.seq == seq + 50  # every reading a change
     assert contract(tracker.outbox.peek(10)) == [("mounted", "LYS-0001", "SUCCESS")]
     assert link.warnings == []

@@ -17,6 +17,11 @@ What disagrees, and what it gives:
 - **presence outside any action** (a sensor flap): a pin appears while the changer has nothing
   mounted and no manual mount was announced -> CONFLICT; the pin disappears while a sample is
   recorded mounted -> CONFLICT (a contract event needs a mount or unmount; a flap is neither).
+  While the tracker already doubts (UNKNOWN, CONFLICT), every further reading is recorded as a
+  change of the doubt's reason: the pin moved, so a scan running meanwhile is flagged.
+- **reconciliation** (link start, ``check()``, a witness's doubt at a scan's start): a load or
+  unload nobody recorded is recorded as an ERROR mount/unmount (tracker CONFLICT), so the
+  tracking service sees it; see :func:`reconcile`.
 - **failures**: a failed load -> ERROR mount (tracker CONFLICT: the pin may be anywhere); a failed
   unload -> CONFLICT (the pin may still be on the goniometer).
 
@@ -317,8 +322,12 @@ def reconcile(
     """When a link starts (or on ``link.check()``): the changer's view against the tracker's.
 
     ``same_sample``: the tracker's sample is the changer's mounted pin (same barcode or name).
-    A tracker that knows nothing (UNKNOWN) learns the changer's pin; any other disagreement is a
-    CONFLICT saying both sides. A tracker already in CONFLICT is left as it is.
+    A tracker that knows nothing (UNKNOWN) learns the changer's pin. A change nobody recorded (the
+    changer has another pin, or none, than the tracker says) is recorded as what it is, an
+    unobserved mount or unmount with status ERROR (the tracker CONFLICT, both sides in the
+    message), so the tracking service sees it too; a disagreement with no identity to record (a
+    pin with no barcode, the presence sensor) is a CONFLICT saying both sides. A tracker already
+    in CONFLICT is left as it is.
     """
     if book.state is TrackerState.CONFLICT:
         return Decision(Record.NOTHING)
@@ -328,7 +337,9 @@ def reconcile(
     if mounted_address is None:
         if book.state is TrackerState.MOUNTED and book.source is Source.SAMPLE_CHANGER:
             return Decision(
-                Record.CONFLICT, message=f"changer {changer!r} reports nothing mounted but {tracker_side}"
+                Record.UNMOUNT,
+                Status.ERROR,
+                f"changer {changer!r} reports nothing mounted but {tracker_side}: an unload nobody recorded",
             )
         if book.check_presence and present is True and not book.manual:
             return Decision(
@@ -353,7 +364,17 @@ def reconcile(
                 f"name: identify it with {book.tracker}.read_barcode() or {book.tracker}.mount('BARCODE')",
             )
         return Decision(Record.MOUNT, barcode=barcode, name=name, address=mounted_address)
-    return Decision(Record.CONFLICT, message=f"changer {changer!r} reports {pin} mounted but {tracker_side}")
+    message = f"changer {changer!r} reports {pin} mounted but {tracker_side}"
+    if barcode is None and name is None:
+        return Decision(Record.CONFLICT, message=message)
+    return Decision(
+        Record.MOUNT,
+        Status.ERROR,
+        f"{message}: a load nobody recorded",
+        barcode=barcode,
+        name=name,
+        address=mounted_address,
+    )
 
 
 def hardware_doubt(

@@ -365,7 +365,9 @@ class ChangerLink:
                         )
             elif decision.record is Record.UNMOUNT:
                 sample = self.tracker.snapshot.sample  # its registry name, for the robot action
-                self.tracker.record_unmount(Source.SAMPLE_CHANGER, at=at)
+                self.tracker.record_unmount(
+                    Source.SAMPLE_CHANGER, at=at, status=decision.status, message=decision.message
+                )
                 if decision.conflict_after:
                     self.tracker.set_conflict(decision.conflict_after)
             elif decision.record is Record.UNKNOWN:

@@ -46,7 +46,14 @@ class TrackerSeam(Protocol):
         message: str = "",
     ) -> list[Event]: ...
 
-    def record_unmount(self, source: Source, *, at: datetime | None = None) -> list[Event]: ...
+    def record_unmount(
+        self,
+        source: Source,
+        *,
+        at: datetime | None = None,
+        status: Status = Status.SUCCESS,
+        message: str = "",
+    ) -> list[Event]: ...
 
     def set_unknown(self, reason: str) -> None: ...
 

@@ -30,9 +30,8 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import gevent
@@ -49,7 +48,8 @@ from bliss_sampletrack.tagging import data_policy, metadata, scan_policy
 from bliss_sampletrack.tagging.icat_fields import icat_fields
 from bliss_sampletrack.tracker import manual
 from bliss_sampletrack.tracker.engine import LEASE_CALL_TIMEOUT_S, SETTLE_TIMEOUT_S, Tracker
-from bliss_sampletrack.tracker.registry import ChainRegistry, ManifestRegistry, SampleRegistry
+from bliss_sampletrack.tracker.registry import ChainRegistry
+from bliss_sampletrack.tracker.registry_config import registries_from_config
 from bliss_sampletrack.tracker.settle import Doubt
 from bliss_sampletrack.tracker.state import EventContext, Snapshot, TrackerState
 from bliss_sampletrack.tracker.store import OWNER_TTL_S
@@ -76,73 +76,6 @@ KEYS = {
     "settle_timeout",
     "manual_policy",
 }
-
-
-def _registries(
-    cfg: ObjectConfig, beamline: str, redis: Callable[[], Any], no_read: tuple[str, ...]
-) -> list[SampleRegistry]:
-    """The registry chain, in order: the ``registries:`` items (``type: manifest`` with ``path``,
-    or ``type: icatplus``), or the older ``manifest:`` key (manifests only). ``redis`` gives the
-    beacon Redis (the ICAT+ cache): asked only for an ICAT+ registry, so that a configuration
-    error is reported as such even where beacon cannot be reached."""
-    entries = cfg.config.get("registries")
-    manifests = cfg.string_list("manifest")
-    if entries is None:
-        return [_manifest(cfg, m) for m in manifests]
-    if manifests:
-        raise cfg.error(
-            "manifest", "and 'registries' are both given: list the manifests in 'registries' (type: manifest)"
-        )
-    # a YAML list from beacon is a ConfigList (a Sequence), not a list
-    if isinstance(entries, str | Mapping) or not isinstance(entries, Sequence):
-        raise cfg.error(
-            "registries", f"must be a list of registries (type: manifest | icatplus), got {entries!r}"
-        )
-    chain: list[SampleRegistry] = []
-    for number, entry in enumerate(entries, 1):
-        kind = entry.get("type") if isinstance(entry, Mapping) else None
-        if kind == "manifest":
-            if sorted(entry) != ["path", "type"] or not isinstance(entry.get("path"), str):
-                raise cfg.error(
-                    "registries", f"item {number}: a manifest takes 'path' only, got {sorted(entry)}"
-                )
-            chain.append(_manifest(cfg, entry["path"], "registries", f"item {number}: 'path' "))
-        elif kind == "icatplus":
-            from bliss_sampletrack.tracker.icatplus import IcatPlusRegistry
-
-            where = f"{cfg.name!r} in {cfg.filename}, key 'registries' item {number}"
-            chain.append(
-                IcatPlusRegistry.from_config(
-                    _plain(entry), where, redis=redis(), beamline=beamline, no_read=no_read
-                )
-            )
-        else:
-            raise cfg.error("registries", f"item {number}: 'type' must be manifest or icatplus, got {kind!r}")
-    return chain
-
-
-def _plain(value: Any) -> Any:
-    """Beacon's ConfigNode/ConfigList as dict/list (what YAML gives outside BLISS), for code that
-    checks ``isinstance(..., list)``."""
-    if isinstance(value, Mapping):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
-        return [_plain(item) for item in value]
-    return value
-
-
-def _manifest(cfg: ObjectConfig, location: str, key: str = "manifest", item: str = "") -> ManifestRegistry:
-    """An absolute path is a local file; a relative one is a file of the beacon configuration
-    (served by beacon like the YAML files, so every BLISS host sees the same manifest)."""
-    if Path(location).is_absolute():
-        return ManifestRegistry(location)
-    from bliss.config.conductor.client import get_text_file
-
-    try:
-        text = get_text_file(location)
-    except RuntimeError as exc:
-        raise cfg.error(key, f"{item}names {location!r}, which beacon cannot serve: {exc}") from None
-    return ManifestRegistry(f"beacon:{location}", text=text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +120,7 @@ class SampleTracker(Tracker):
 
         from bliss.config.conductor.client import get_redis_proxy
 
-        registry = ChainRegistry(_registries(cfg, beamline, get_redis_proxy, no_read))
+        registry = ChainRegistry(registries_from_config(cfg, beamline, get_redis_proxy, no_read))
         redis = get_redis_proxy()
         super().__init__(
             name,
@@ -354,6 +287,8 @@ class SampleTracker(Tracker):
 
     def _icat_doubt(self, snap: Snapshot) -> Doubt | None:
         """Under the ESRF policy: why the scan's ICAT fields may name another state than ``snap``."""
+        if self._icat is None and self._icat_error is None:
+            return None  # no field set by this session yet (no scan under the policy): cheap
         if not self.set_icat_fields or not data_policy.policy_active(data_policy.current_session()):
             return None
         if self._icat_error is not None:

@@ -338,9 +338,20 @@ class Tracker:
             lambda snap: machine.mount(snap, sample, source, ctx, at=at, status=status, message=message)
         )
 
-    def record_unmount(self, source: Source, *, at: datetime | None = None) -> list[Event]:
+    def record_unmount(
+        self,
+        source: Source,
+        *,
+        at: datetime | None = None,
+        status: Status = Status.SUCCESS,
+        message: str = "",
+    ) -> list[Event]:
+        """Record that the sample position is empty; ``status`` ERROR: an unmount the hardware
+        contradicts or nobody saw (``message`` says how): the tracker goes CONFLICT."""
         ctx = self._context()
-        return self._apply(lambda snap: machine.unmount(snap, source, ctx, at=at))
+        return self._apply(
+            lambda snap: machine.unmount(snap, source, ctx, at=at, status=status, message=message)
+        )
 
     def set_unknown(self, reason: str) -> None:
         self._apply(lambda snap: machine.degrade(snap, TrackerState.UNKNOWN, reason))
