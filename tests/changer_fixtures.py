@@ -53,5 +53,3 @@ def link(tracker: SampleTracker, sc: SimulatedChanger) -> Iterator[ChangerLink]:
     link = link_changer(tracker, sc, name="sc_link")
     yield link
     link.close()
-
-
