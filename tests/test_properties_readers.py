@@ -97,7 +97,10 @@ def model_lines(data: bytes, terminator: bytes, max_length: int) -> list[bytes |
     *complete, _tail = data.split(terminator)
     out: list[bytes | str] = []
     for line in complete:
-        if terminator == b"\r" and line.startswith(b"\n"):
+        # an LF (or CR LF) a device adds after a terminator that has none is tolerated
+        if b"\n" not in terminator and b"\r" not in terminator and line.startswith(b"\r\n"):
+            line = line[2:]
+        elif b"\n" not in terminator and line.startswith(b"\n"):
             line = line[1:]
         out.append("<over-long>" if len(line) > max_length else line)
     return out

@@ -115,3 +115,47 @@ def test_arbitrary_bytes_never_crash_and_never_yield_a_bad_barcode(
             assert not is_no_read(outcome.barcode, dialect.no_read)  # type: ignore[attr-defined]
         else:
             assert str(outcome)
+
+
+# -- firmware as beamlines configure it (issue 17) -----------------------------------------------
+@pytest.mark.parametrize(
+    ("line", "kind", "payload"),
+    [
+        (b"||[0]", LineKind.ACK, None),
+        (b"||7[0]", LineKind.ACK, None),
+        (b"||12:7[0]", LineKind.ACK, None),
+        (b"||:::1[0]", LineKind.ACK, None),  # firmware 6.1: unused header fields left as colons
+        (b"||:::2[0]LYS-0042", LineKind.DATA, b"LYS-0042"),
+        (b"||:::3[0]NOREAD", LineKind.NOREAD, None),
+        (b"||:::4[102]", LineKind.COMMAND_ERROR, None),
+        (b"||?garbled", LineKind.COMMAND_ERROR, None),  # a response all the same: never data
+    ],
+)
+def test_every_dmcc_header_form_is_a_response_never_a_code(
+    line: bytes, kind: LineKind, payload: bytes | None
+) -> None:
+    classified = DataManDialect().classify(line)
+    assert classified.kind is kind
+    if payload is not None:
+        assert classified.payload == payload
+
+
+def test_stx_etx_frames_and_noise_between_them() -> None:
+    splitter = LineSplitter("bcr", b"\x03", header=b"\x02")
+    assert splitter.feed(b"\x02LYS-1\x03\n\x02LY") == [b"LYS-1"]  # an LF after ETX is ignored
+    assert splitter.feed(b"S-2\x03") == [b"LYS-2"]
+    (noise,) = splitter.feed(b"LYS-3\x03")  # no STX: framing noise, not a code
+    assert isinstance(noise, ReaderProtocolError) and "frame header" in str(noise)
+
+
+def test_lines_know_when_they_began() -> None:
+    splitter = LineSplitter("bcr", b"\r")
+    assert splitter.feed_timed(b"OLD-", now=1.0) == []
+    assert splitter.feed_timed(b"1\rNEW", now=2.0) == [(b"OLD-1", 1.0)]  # begun before t=2
+    assert splitter.feed_timed(b"-2\r", now=3.0) == [(b"NEW-2", 2.0)]
+
+
+def test_an_lf_after_any_terminator_without_one_is_tolerated() -> None:
+    assert LineSplitter("bcr", b"\r").feed(b"A\r\nB\r") == [b"A", b"B"]
+    assert LineSplitter("bcr", b"\x03").feed(b"A\x03\r\nB\x03") == [b"A", b"B"]
+    assert LineSplitter("bcr", b"\r\n").feed(b"A\r\n\nB\r\n") == [b"A", b"\nB"]  # LF is data here

@@ -263,3 +263,77 @@ def test_config_errors_name_the_key_and_the_file(cls: type, config: dict, messag
 def test_default_ports_per_family() -> None:
     assert KeyenceSR("k", {"tcp": {"url": "bcr-host"}}).transport.url == "tcp://bcr-host:9004"
     assert CognexDataMan("d", {"tcp": {"url": "dm-host"}}).transport.url == "tcp://dm-host:23"
+
+
+# -- every read returns the answer to its own trigger (issue 17) ----------------------------------
+def frame(reader: LineReader, text: bytes) -> bytes:
+    return getattr(reader.dialect, "header", b"") + text + reader.dialect.terminator
+
+
+def no_read_frame(reader: LineReader) -> bytes:
+    return frame(reader, reader.dialect.no_read[0].encode())
+
+
+def test_the_answer_to_a_timed_out_trigger_is_never_the_next_reads(
+    tcp_pair: tuple[ReaderSimulator, LineReader],
+) -> None:
+    simulator, reader = tcp_pair
+    simulator.silence()
+    with pytest.raises(ReaderTimeout):
+        reader.read(0.2)
+    late = gevent.spawn_later(0.1, simulator.send, no_read_frame(reader))  # e.g. the stop's no-read
+    simulator.behaviour.delay = 0.2
+    simulator.queue("FRESH-2")
+    assert reader.read(2.0).barcode == "FRESH-2"
+    late.join()
+    assert "no result within the read timeout" in (reader.last_error or "")  # not the late no-read
+    assert reader.stale_dropped == 1
+
+
+def test_an_answer_split_across_the_deadline_is_not_the_next_reads(
+    tcp_pair: tuple[ReaderSimulator, LineReader],
+) -> None:
+    simulator, reader = tcp_pair
+    simulator.silence()
+    answer = frame(reader, b"LATE-1")
+    gevent.spawn_later(0.1, simulator.send, answer[:3])
+    with pytest.raises(ReaderTimeout):
+        reader.read(0.2)
+    gevent.spawn_later(0.15, simulator.send, answer[3:])  # the tail, after the next trigger
+    simulator.behaviour.delay = 0.3
+    simulator.queue("FRESH-2")
+    assert reader.read(2.0).barcode == "FRESH-2"
+
+
+def test_two_answers_in_one_segment_the_last_is_the_reads(
+    tcp_pair: tuple[ReaderSimulator, LineReader],
+) -> None:
+    simulator, reader = tcp_pair
+    simulator.silence(2)
+    with pytest.raises(ReaderTimeout):
+        reader.read(0.2)
+    merged = frame(reader, b"LATE-1") + frame(reader, b"FRESH-2")
+    gevent.spawn_later(0.5, simulator.send, merged)  # after the grace for the late answer
+    assert reader.read(2.0).barcode == "FRESH-2"
+
+
+def test_a_junk_line_does_not_end_the_read_and_a_split_answer_is_joined(
+    tcp_pair: tuple[ReaderSimulator, LineReader],
+) -> None:
+    simulator, reader = tcp_pair
+    simulator.silence()
+    answer = frame(reader, b"GOOD-1")
+    gevent.spawn_later(0.05, simulator.send, frame(reader, b"\x01\xfe\x7f"))
+    gevent.spawn_later(0.1, simulator.send, answer[:2])
+    gevent.spawn_later(0.2, simulator.send, answer[2:])
+    assert reader.read(2.0).barcode == "GOOD-1"
+    assert "not a barcode" in (reader.last_error or "")  # the junk is reported, not returned
+
+
+def test_a_timeout_says_what_was_received_instead(tcp_pair: tuple[ReaderSimulator, LineReader]) -> None:
+    simulator, reader = tcp_pair
+    simulator.silence()
+    gevent.spawn_later(0.05, simulator.send, frame(reader, b"\x01\xfe\x7f"))
+    with pytest.raises(ReaderTimeout, match=r"sent instead.*not a barcode") as info:
+        reader.read(0.3)
+    assert repr(reader.dialect.trigger) in str(info.value)

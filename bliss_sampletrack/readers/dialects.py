@@ -3,14 +3,27 @@
 A dialect is pure: it classifies one received line (terminator removed). The engine in
 :mod:`bliss_sampletrack.readers.line_reader` does the I/O.
 
-- Keyence SR (SR-750/1000/2000/X): ``LON\\r`` triggers, ``LOFF\\r`` stops; data ends in CR;
-  no-read ``ERROR``; command errors ``ER,<cmd>,<code>``; some models acknowledge ``OK,<cmd>``.
+- Keyence SR (SR-750/1000/2000/X): ``LON`` triggers, ``LOFF`` stops; no-read ``ERROR``; command
+  errors ``ER,<cmd>,<code>``; some models acknowledge ``OK,<cmd>``. Header/terminator setting:
+  none + CR (factory default, ``framing: cr``) or STX + ETX (``framing: stx_etx``); "responses
+  are sent with the same header and terminator as the command", so commands are framed the same
+  way. Each command is preceded by ESC, which clears what the reader received before it (a
+  partial command left by a previous session or a power cut). (SR-750 Series User's Manual,
+  8-1 "Details of Command Communication", "Command Communication Format", p. 71: header/terminator
+  none+CR or STX+ETX, responses with those of the command, an LF may follow the command's
+  terminator and is not in the response, ESC first clears the receive buffer.)
 - Cognex DataMan, DMCC on the command port: ``||>TRIGGER ON\\r\\n``; in the default "silent"
   response mode the answer is the decoded data or the no-read string, CR LF terminated; in the
-  "extended" mode answers carry a ``||<checksum>:<id>[<status>]`` header, status >= 100 an error.
-- Microscan (serial): a delimited trigger character, ``<GS>`` by default (``<\\x1d>``); data
-  with the default postamble CR LF; no-read ``NOREAD``.
-- Generic line reader: configurable terminator, optional trigger/stop commands.
+  "extended" mode answers carry a header: ``||[<status>]``, ``||<id>[<status>]``,
+  ``||<checksum>:<id>[<status>]``, or with unused fields left as colons (firmware 6.1:
+  ``||:::<n>[<status>]``); status >= 100 an error. Any line starting with ``||`` is a response,
+  never read data.
+- Microscan (serial): a delimited trigger character (``trigger_char``: space by default, the
+  factory default of the current models; older MS-3 readers default to GS); data with the
+  postamble CR LF (``framing: crlf``) or preamble STX and postamble ETX (``framing: stx_etx``);
+  no-read ``NOREAD``.
+- Generic line reader: configurable terminator and header (e.g. STX ... ETX), optional
+  trigger/stop commands.
 """
 
 from __future__ import annotations
@@ -43,6 +56,7 @@ class Dialect:
     trigger: bytes | None
     stop: bytes | None = None
     no_read: tuple[str, ...] = ("ERROR", "NOREAD")
+    header: bytes = b""  # what starts every line the reader sends (STX for STX/ETX framing)
 
     def classify(self, line: bytes) -> Classified:
         if line.strip().decode("ascii", "replace").upper() in {s.upper() for s in self.no_read}:
@@ -64,13 +78,29 @@ KEYENCE_ERROR_CODES = {
 }
 
 
+#: the framings a reader family can be set to: name -> (header, terminator)
+FRAMINGS = {"cr": (b"", b"\r"), "crlf": (b"", b"\r\n"), "stx_etx": (b"\x02", b"\x03")}
+ESC = b"\x1b"
+
+
 @dataclass(frozen=True)
 class KeyenceDialect(Dialect):
     family: str = "Keyence SR"
     terminator: bytes = b"\r"
-    trigger: bytes | None = b"LON\r"
-    stop: bytes | None = b"LOFF\r"
+    trigger: bytes | None = ESC + b"LON\r"
+    stop: bytes | None = ESC + b"LOFF\r"
     no_read: tuple[str, ...] = ("ERROR",)
+
+    @classmethod
+    def framed(cls, framing: str = "cr") -> KeyenceDialect:
+        """The dialect for the reader's header/terminator setting (``cr`` or ``stx_etx``)."""
+        header, terminator = FRAMINGS[framing]
+        return cls(
+            terminator=terminator,
+            header=header,
+            trigger=ESC + header + b"LON" + terminator,
+            stop=ESC + header + b"LOFF" + terminator,
+        )
 
     def classify(self, line: bytes) -> Classified:
         if match := _KEYENCE_ERROR.match(line):
@@ -86,7 +116,8 @@ class KeyenceDialect(Dialect):
         return Dialect.classify(self, line)
 
 
-_DMCC_HEADER = re.compile(rb"^\|\|(?:\d+:)?(\d*)\[(\d+)\](.*)$", re.DOTALL)
+# every documented header form: ||[s], ||id[s], ||checksum:id[s], ||:::n[s] (unused fields as colons)
+_DMCC_HEADER = re.compile(rb"^\|\|([0-9:]*)\[(\d+)\](.*)$", re.DOTALL)
 DMCC_STATUS = {
     b"100": "unidentified error",
     b"101": "command invalid",
@@ -115,6 +146,10 @@ class DataManDialect(Dialect):
             if not data:
                 return Classified(LineKind.ACK, line)
             return Dialect.classify(self, data)
+        if line.startswith(b"||"):  # a response in a form this driver does not know: never data
+            return Classified(
+                LineKind.COMMAND_ERROR, line, "a DMCC response whose header this driver cannot parse"
+            )
         return Dialect.classify(self, line)
 
 
@@ -122,7 +157,7 @@ class DataManDialect(Dialect):
 class MicroscanDialect(Dialect):
     family: str = "Microscan"
     terminator: bytes = b"\r\n"
-    trigger: bytes | None = b"<\x1d>"  # delimited serial trigger, factory default <GS>
+    trigger: bytes | None = b"< >"  # delimited serial trigger, factory default <SP> (MS-3: <GS>)
     stop: bytes | None = None
     no_read: tuple[str, ...] = ("NOREAD",)
 

@@ -7,9 +7,24 @@ current subscribers. ``read()`` subscribes, sends the trigger and waits for the 
 ``stream()`` subscribes and yields. One owner of the socket means no two greenlets ever read it,
 and a reconnect happens in exactly one place.
 
+Every triggered read returns the answer to its own trigger, or an explicit no-read/timeout:
+
+- a line whose first byte arrived before the trigger was sent is no answer to it (the tail of an
+  answer split across the previous read's deadline, a late code): dropped and logged;
+- after a read that timed out, the answer it was owed (the no-read a Keyence or DataMan sends for
+  the stop command, a Microscan's late code) is waited for, at most :data:`STALE_GRACE_S` (and
+  never past the new read's deadline), before the next trigger is sent: it is dropped when it
+  comes, and never overwrites ``last_error``;
+- when several results arrive together (two answers in one TCP segment), the last one is the
+  answer: a device answers each trigger once, so the earlier ones belong to earlier triggers;
+- a line that is no result in the dialect's grammar (junk: control or high bytes, framing noise,
+  an over-long line) does not end the read: it is logged, kept in ``last_error`` and the read
+  goes on waiting for its answer; the timeout then says what was received instead.
+
 Caveats:
-- A triggered read takes the first result line after the trigger. Lines that arrived before the
-  trigger are dropped (and logged), so a stale code is never taken for the new one.
+- A Microscan has no stop command: its answer to a timed-out trigger that comes later than
+  :data:`STALE_GRACE_S` and after the next trigger cannot be told from the next answer (the
+  protocol carries no request id); give its reads a timeout longer than its decoding time.
 - ``OK,<cmd>``-style acknowledgements are skipped whether or not the model sends them.
 - Memory is bounded whatever the device sends: a line is at most ``max_line`` bytes (framing),
   and each ``stream()`` follower keeps at most :data:`STREAM_QUEUE` outcomes. A follower that
@@ -34,10 +49,12 @@ import gevent.lock
 import gevent.queue
 
 from bliss_sampletrack.errors import (
+    InvalidBarcodeError,
     NoReadError,
     ReaderCommandError,
     ReaderConnectionError,
     ReaderError,
+    ReaderProtocolError,
     ReaderTimeout,
     SampleTrackError,
 )
@@ -49,6 +66,7 @@ from bliss_sampletrack.readers.transports import Transport
 log = logging.getLogger(__name__)
 
 POLL_S = 0.5  # how often an idle pump wakes up to notice close(); also the longest gap in a frame
+STALE_GRACE_S = 0.5  # how long the answer owed to a timed-out trigger is waited for
 STREAM_QUEUE = 1000  # outcomes kept for a stream() follower that does not keep up
 LOG_EVERY_S = 1.0  # at most one log record per kind of line problem and per second
 
@@ -57,11 +75,15 @@ class _Subscription:
     """One consumer's bounded queue of outcomes.
 
     ``keep_latest``: when full, drop the oldest outcome (a follower behind a flood still ends on
-    the newest code); otherwise ignore new ones (a triggered read wants the first result)."""
+    the newest code); otherwise ignore new ones (a triggered read wants the first result).
+    ``since``: a triggered read's trigger time (``time.monotonic()``): only lines begun after it
+    are answers to it (None: a stream() follower takes everything)."""
 
-    def __init__(self, maxsize: int, keep_latest: bool) -> None:
+    def __init__(self, maxsize: int, keep_latest: bool, since: float | None = None) -> None:
         self.queue: gevent.queue.Queue[ReadOutcome] = gevent.queue.Queue(maxsize)
         self.keep_latest = keep_latest
+        self.since = since
+        self.junk: SampleTrackError | None = None  # the last non-result line received since
         self.dropped = 0
 
     def put(self, outcome: ReadOutcome) -> None:
@@ -92,6 +114,14 @@ class _Throttle:
             message += " (%d similar record(s) suppressed in the last %g s)"
             args = (*args, suppressed, self.interval)
         log.log(level, message, *args)
+
+
+def _is_junk(outcome: ReadOutcome) -> bool:
+    """A line that is no result in the dialect's grammar (garbage, framing noise, over-long):
+    never an answer to a trigger. A no-read, a command error or a code is a result."""
+    return isinstance(outcome, ReaderProtocolError) or (
+        isinstance(outcome, InvalidBarcodeError) and not isinstance(outcome, NoReadError)
+    )
 
 
 def _fresh_now() -> float:
@@ -156,6 +186,10 @@ class LineReader:
         self._throttle = _Throttle()
         self._pump: gevent.Greenlet | None = None
         self._trigger_lock = gevent.lock.Semaphore()
+        self._owed = 0  # answers still due to triggers whose read timed out
+        self._owed_until = 0.0  # ... waited for until then (time.monotonic())
+        self._owed_paid = gevent.event.Event()
+        self.stale_dropped = 0  # lines dropped as belonging to an earlier trigger
         self.reconnections = 0
 
     # -- BarcodeReader protocol ------------------------------------------------------------
@@ -186,12 +220,14 @@ class LineReader:
                     f"reader {self.name!r} not connected to {self.transport.url} after {timeout:g} s"
                     + (f": {self._last_error}" if self._last_error else "")
                 )
-            subscription = _Subscription(1, keep_latest=False)
+            self._settle_owed(deadline)
+            subscription = _Subscription(1, keep_latest=False, since=time.monotonic())
             self._subscribers.append(subscription)
             try:
                 self.transport.write(self.dialect.trigger, timeout)
-                outcome = self._first_result(subscription.queue, deadline)
+                outcome = self._first_result(subscription, deadline)
             except ReaderTimeout:
+                self._owe_answer()
                 self._stop_reading()
                 raise
             except ReaderConnectionError as exc:  # the trigger could not be sent
@@ -256,16 +292,46 @@ class LineReader:
         return "\n".join(lines)
 
     # -- internals -----------------------------------------------------------------------------
-    def _first_result(self, queue: gevent.queue.Queue[ReadOutcome], deadline: float) -> ReadOutcome:
+    def _first_result(self, subscription: _Subscription, deadline: float) -> ReadOutcome:
         try:
-            return queue.get(timeout=max(deadline - gevent.get_hub().loop.now(), 0.0))
+            return subscription.queue.get(timeout=max(deadline - gevent.get_hub().loop.now(), 0.0))
         except gevent.queue.Empty:
             pass
+        received = f"; it sent instead: {subscription.junk}" if subscription.junk else ""
         error = ReaderTimeout(
-            f"reader {self.name!r} ({self.transport.url}) gave no result within the read timeout"
+            f"reader {self.name!r} ({self.transport.url}) gave no result within the read timeout "
+            f"after the trigger {self.dialect.trigger!r}{received}. {self._trigger_hint()}"
         )
         self._last_error = str(error)
         raise error
+
+    def _trigger_hint(self) -> str:
+        """What to check when a triggered read gets no answer (per family)."""
+        return (
+            "Check that the reader's trigger setting accepts this command (trigger mode, framing) "
+            "and that a code is in its field of view"
+        )
+
+    def _owe_answer(self) -> None:
+        """The timed-out trigger's answer may still come: the next read waits for it first."""
+        self._owed += 1
+        self._owed_until = time.monotonic() + min(STALE_GRACE_S, self.timeout)
+        self._owed_paid.clear()
+
+    def _settle_owed(self, deadline: float) -> None:
+        """Before a trigger: let the answer owed to a timed-out trigger arrive (bounded), so it
+        cannot be taken for the answer to the new one."""
+        if self._owed:
+            wait = min(self._owed_until - time.monotonic(), deadline - gevent.get_hub().loop.now())
+            if wait > 0:
+                self._owed_paid.wait(wait)
+            if self._owed:
+                log.info(
+                    "reader %r: %d answer(s) owed to timed-out trigger(s) never came; reading on",
+                    self.name,
+                    self._owed,
+                )
+            self._owed = 0
 
     def _stop_reading(self) -> None:
         if self.dialect.stop and self.transport.is_open:
@@ -294,18 +360,69 @@ class LineReader:
         else:
             self._connected.clear()
 
-    def _publish(self, outcome: ReadOutcome) -> None:
+    def _publish_lines(self, lines: list[tuple[ReadOutcome, float]]) -> None:
+        """Hand one chunk's outcomes (each with the time its line began) to the subscribers.
+
+        A triggered read gets only lines begun after its trigger, and of the results in one
+        chunk the last one (two answers in one segment: the earlier is an earlier trigger's).
+        With no triggered read waiting, results are owed answers of timed-out triggers (dropped:
+        they must not become ``last_read``/``last_error``) or unsolicited (streams)."""
+        triggered = [s for s in self._subscribers if s.since is not None]
+        followers = [s for s in self._subscribers if s.since is None]
+        results = [(o, started) for o, started in lines if not _is_junk(o)]
+        for outcome, started in lines:
+            if _is_junk(outcome):  # logged, in last_error, to followers; a triggered read waits on
+                self._publish(outcome, followers)
+                for subscription in triggered:
+                    if started >= subscription.since:  # type: ignore[operator]
+                        subscription.junk = outcome  # type: ignore[assignment]
+        if not results:
+            return
+        for subscription in triggered:
+            fresh = [o for o, started in results if started >= subscription.since]  # type: ignore[operator]
+            stale = len(results) - len(fresh)
+            if stale or len(fresh) > 1:
+                self._stale(results[: stale + len(fresh) - 1])
+            if fresh:
+                self._publish(fresh[-1], [subscription])
+        if not triggered and self._owed:
+            for outcome, _ in results:
+                if self._owed:
+                    self._owed -= 1
+                    self._stale([(outcome, 0.0)])
+                    if not self._owed:
+                        self._owed_paid.set()
+                elif followers or not self._subscribers:
+                    self._publish(outcome, followers)
+            return
+        if followers or not triggered:
+            for outcome, _ in results:
+                self._publish(outcome, followers)
+
+    def _stale(self, lines: list[tuple[ReadOutcome, float]]) -> None:
+        for outcome, _ in lines:
+            self.stale_dropped += 1
+            self._throttle.log(
+                logging.INFO,
+                "stale",
+                "reader %r: dropped %s: it answers an earlier trigger, not the current one",
+                self.name,
+                outcome,
+            )
+
+    def _publish(self, outcome: ReadOutcome, subscribers: list[_Subscription] | None = None) -> None:
+        subscribers = self._subscribers if subscribers is None else subscribers
         if isinstance(outcome, SampleTrackError):
             self._last_error = str(outcome)
             if not isinstance(outcome, NoReadError | ReaderConnectionError):  # garbage, over-long, refused
                 self._throttle.log(logging.WARNING, "bad line", "%s (from %s)", outcome, self.transport.url)
         else:
             self._last_read = outcome
-        if not self._subscribers:
+        if not subscribers:
             self._throttle.log(
                 logging.INFO, "unwaited", "reader %r: nobody waiting for %s", self.name, outcome
             )
-        for subscription in list(self._subscribers):
+        for subscription in list(subscribers):
             dropped = subscription.dropped
             subscription.put(outcome)
             if subscription.dropped > dropped and subscription.keep_latest:
@@ -325,7 +442,7 @@ class LineReader:
         )
 
     def _run(self) -> None:
-        splitter = LineSplitter(self.name, self.dialect.terminator, self.max_line)
+        splitter = LineSplitter(self.name, self.dialect.terminator, self.max_line, self.dialect.header)
         first = True
         while True:
             self._set_state(ConnectionState.CONNECTING)
@@ -366,10 +483,13 @@ class LineReader:
                     unfinished = b""
                 continue
             unfinished = _unfinished(unfinished + data, terminator, self.max_line)
-            for item in splitter.feed(data):
+            lines: list[tuple[ReadOutcome, float]] = []
+            for item, started in splitter.feed_timed(data):
                 outcome = item if isinstance(item, SampleTrackError) else self._outcome(item)
                 if outcome is not None:
-                    self._publish(outcome)
+                    lines.append((outcome, started))
+            if lines:
+                self._publish_lines(lines)
             gevent.sleep(0)  # a device sending without pause must not hold the hub
 
     def _drop_unfinished(self, unfinished: bytes, splitter: LineSplitter) -> None:

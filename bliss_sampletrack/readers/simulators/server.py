@@ -11,7 +11,21 @@ the device's framing: a driver connects to it exactly as to the real reader. Ste
   serial: the tty disappears) and comes back (same port, same ``link``);
 - ``power_cut()``: the device dies on the spot: silent, commands unheard, but no connection is
   closed (a dead device sends no FIN; a serial line just goes quiet). ``power_on()`` then resets
-  the old TCP connections, as a rebooted device's network stack answers them.
+  the old TCP connections, as a rebooted device's network stack answers them;
+- ``power_cycle(off_for)``: ``power_cut()`` then, ``off_for`` s later, ``power_on()`` (returns the
+  greenlet): everything sent or received meanwhile is lost, pending answers included; on a pty
+  the tty stays (a device on a serial line switched off and on), on TCP the old connections are
+  reset when it is back.
+
+Per-answer behaviour (see :mod:`~bliss_sampletrack.readers.simulators.devices` for the markers and
+the ``Behaviour`` fields): a trigger's answer is *pending* for ``behaviour.delay`` s; a stop command
+(Keyence ``LOFF``, DataMan ``TRIGGER OFF``, a generic model's ``stop``) then gets its own reply
+(acks) and the device sends its no-read at once, the pending answer cancelled; with nothing
+pending, a stop gets only its reply. ``Late`` answers / ``behaviour.late`` are never pending (they
+come even after a stop). Each answer goes out through ``junk`` (a junk line first), ``merge`` (held
+for the next answer, both in one segment) and ``split``/``split_gap`` (chunks, apart in time);
+sockets use TCP_NODELAY, so chunks really are separate segments. Model options (framing, DMCC
+response mode and header form...) are keywords: ``ReaderSimulator("keyence", framing="stx_etx")``.
 
 :class:`SerialSimulator` runs the same device model on the master side of a pseudo-terminal;
 the driver opens :attr:`SerialSimulator.port` (``/dev/pts/N``, or ``link``: a symlink kept
@@ -27,15 +41,20 @@ import tty
 from collections.abc import Callable, Sequence
 
 import gevent
+import gevent.lock
 import gevent.select
 import gevent.server
 import gevent.socket
 
 from bliss_sampletrack.readers.simulators.devices import (
+    LOST,
     NO_READ,
     SILENCE,
     Behaviour,
+    Command,
+    CommandError,
     DeviceModel,
+    Late,
     PowerCut,
     model_for,
 )
@@ -45,16 +64,36 @@ log = logging.getLogger(__name__)
 Send = Callable[[bytes], None]
 
 
+class _Link:
+    """One connection to the device (a TCP client, or the pty): where its answers go, the reads
+    pending on it (greenlet -> the trigger command), the answer held for ``merge``."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.pending: dict[gevent.Greenlet, bytes] = {}
+        self.held = b""
+        self.lock = gevent.lock.Semaphore()  # one answer at a time, even split over time
+
+    def take_pending(self) -> list[bytes]:
+        """Cancel the pending reads; their trigger commands, oldest first."""
+        pending, self.pending = self.pending, {}
+        for task in pending:
+            task.kill(block=False)
+        return list(pending.values())
+
+
 class _Device:
     """Shared logic of TCP and pty simulators: commands in, answers out (after the delay)."""
 
     def __init__(self, family: str, behaviour: Behaviour | None, **options: object) -> None:
         self.model: DeviceModel = model_for(family, **options)
         self.behaviour = behaviour or Behaviour()
-        self.commands: list[bytes] = []  # every command received, for tests
+        # every command received, for tests: as sent (a leading ESC kept), header/terminator removed
+        self.commands: list[bytes] = []
         self.triggers = 0
         self.cut = False  # after power_cut(): deaf and silent until power_on()
-        self._tasks: set[gevent.Greenlet] = set()  # floods and power cuts in progress
+        self._tasks: set[gevent.Greenlet] = set()  # floods, power cuts and cycles in progress
+        self._links: set[_Link] = set()  # the live connections (pending reads, held answers)
 
     # -- what a transport provides ----------------------------------------------------------------
     def send(self, data: bytes) -> None:
@@ -68,7 +107,12 @@ class _Device:
 
     # -- steering ----------------------------------------------------------------------------------
     def queue(self, *answers: object) -> None:
-        """Answers for the next triggers, in order: codes (str), NO_READ, SILENCE, PowerCut or raw bytes."""
+        """Answers for the next triggers, in order: codes (str), NO_READ, SILENCE, LOST,
+        CommandError, Late(answer), PowerCut or raw bytes."""
+        for answer in answers:
+            inner = answer.answer if isinstance(answer, Late) else answer
+            if isinstance(inner, CommandError) and not self.model.supports_command_error:
+                raise ValueError(f"{self.model.family} readers have no command-error answer: {answer!r}")
         self.behaviour.answers.extend(answers)
 
     def no_read(self, count: int = 1) -> None:
@@ -114,35 +158,109 @@ class _Device:
             gevent.sleep(size / per_second if per_second else 0)
         return sent
 
+    def power_cycle(self, off_for: float) -> gevent.Greenlet:
+        """Switched off and, ``off_for`` seconds later, on again: :meth:`power_cut` then
+        :meth:`power_on`. Whatever is sent or received meanwhile is lost, and so are the pending
+        answers. Returns the greenlet that powers it back on (join it to wait)."""
+        log.info("%s simulator: power cycle, off for %.3g s", self.model.family, off_for)
+        self.power_cut()
+        task = gevent.spawn_later(off_for, self.power_on)
+        self._tasks.add(task)
+        task.link(self._tasks.discard)
+        return task
+
     def _stop_tasks(self) -> None:
         current = gevent.getcurrent()
         for task in list(self._tasks):
             if task is not current:
                 task.kill(block=False)
         self._tasks.clear()
+        for link in list(self._links):
+            link.take_pending()
+            link.held = b""
 
-    def _handle(self, buffer: bytearray, send: Send) -> None:
+    def _handle(self, buffer: bytearray, link: _Link) -> None:
         if self.cut:  # a dead device hears nothing
             buffer.clear()
             return
         for command in self.model.split_commands(buffer):
-            self.commands.append(command)
+            self.commands.append(command.raw if isinstance(command, Command) else bytes(command))
             if self.model.is_trigger(command):
-                self.triggers += 1
-                for ack in self.model.trigger_ack(command, self.behaviour):
-                    send(ack)
-                answer = self.behaviour.next_answer()
-                if isinstance(answer, PowerCut):
-                    task = gevent.spawn_later(self.behaviour.delay, self._cut_mid_frame, send, answer)
-                    self._tasks.add(task)
-                    task.link(self._tasks.discard)
-                elif answer is not SILENCE:
-                    gevent.spawn_later(
-                        self.behaviour.delay, self._send_quietly, send, self.model.answer(answer)
-                    )
+                self._trigger(command, link)
+            elif self.model.is_stop(command):
+                self._stop(command, link)
             else:
                 for reply in self.model.reply(command, self.behaviour):
-                    send(reply)
+                    link.send(reply)
+
+    def _trigger(self, command: bytes, link: _Link) -> None:
+        self.triggers += 1
+        answer = self.behaviour.next_answer()
+        late = self.behaviour.late
+        if isinstance(answer, Late):
+            answer, late = answer.answer, True
+        if answer is LOST:
+            log.debug("%s simulator: trigger %r lost", self.model.family, command)
+            return
+        if isinstance(answer, CommandError):  # refused: the command's response, at once
+            self._send_answer(link, self.model.answer(answer, command))
+            return
+        for ack in self.model.trigger_ack(command, self.behaviour):
+            link.send(ack)
+        if isinstance(answer, PowerCut):
+            task = gevent.spawn_later(self.behaviour.delay, self._cut_mid_frame, link.send, answer)
+            self._tasks.add(task)
+            task.link(self._tasks.discard)
+        elif answer is not SILENCE:
+            task = gevent.spawn_later(self.behaviour.delay, self._answer, link, answer, command)
+            if not late:
+                link.pending[task] = command
+
+    def _stop(self, command: bytes, link: _Link) -> None:
+        """A stop: its replies, then, if a read was pending, the no-read at once (it is cancelled)."""
+        pending = link.take_pending()
+        for reply in self.model.reply(command, self.behaviour):
+            link.send(reply)
+        if pending:
+            log.debug("%s simulator: %r stops a pending read", self.model.family, command)
+            self._send_answer(link, self.model.answer(NO_READ, pending[0]))
+
+    def _answer(self, link: _Link, result: object, command: bytes) -> None:
+        link.pending.pop(gevent.getcurrent(), None)  # being sent: a stop now is too late
+        if self.cut:
+            return  # the answer was being decoded when the power went
+        self._deliver(link, self.model.answer(result, command))
+
+    def _send_answer(self, link: _Link, data: bytes) -> None:
+        """Send an answer from the handler: in its own greenlet if it is sent in chunks over time."""
+        if self.behaviour.split:
+            gevent.spawn(self._deliver, link, data)
+        else:
+            self._deliver(link, data)
+
+    def _deliver(self, link: _Link, data: bytes) -> None:
+        """An answer on its way out: junk line first, merge, split (see the module docstring)."""
+        behaviour = self.behaviour
+        if not data or self.cut:
+            return
+        if behaviour.junk is not None:
+            junk, behaviour.junk = behaviour.junk, None
+            data = self.model.frame(junk) + data
+        if behaviour.merge and not link.held:
+            link.held = data  # sent with the next answer, in the same segment
+            return
+        data, link.held = link.held + data, b""
+        size = behaviour.split or len(data)
+        with link.lock:
+            try:
+                for start in range(0, len(data), size):
+                    if start:
+                        gevent.sleep(behaviour.split_gap)
+                        if self.cut:
+                            return  # the rest of the answer died with the device
+                    link.send(data[start : start + size])
+            except OSError as exc:  # the client went away before the answer: as with the real device
+                log.debug("simulator: answer %r not delivered: %s", data, exc)
 
     def _cut_mid_frame(self, send: Send, cut: PowerCut) -> None:
         if cut.partial:
@@ -189,6 +307,7 @@ class ReaderSimulator(_Device):
         server = gevent.server.StreamServer((self.host, self.port or self._requested_port), self._serve)
         server.init_socket()
         server.socket.setsockopt(gevent.socket.SOL_SOCKET, gevent.socket.SO_REUSEADDR, 1)
+        server.socket.setsockopt(gevent.socket.IPPROTO_TCP, gevent.socket.TCP_NODELAY, 1)
         server.start()
         self._server = server
         self.port = server.server_port
@@ -258,6 +377,10 @@ class ReaderSimulator(_Device):
     def _serve(self, sock: gevent.socket.socket, address: tuple[str, int]) -> None:
         self.connections += 1
         self._clients.add(sock)
+        # each answer chunk its own segment (split), a merged pair one segment
+        sock.setsockopt(gevent.socket.IPPROTO_TCP, gevent.socket.TCP_NODELAY, 1)
+        link = _Link(sock.sendall)
+        self._links.add(link)
         buffer = bytearray()
         try:
             while True:
@@ -265,10 +388,12 @@ class ReaderSimulator(_Device):
                 if not data:
                     break
                 buffer += data
-                self._handle(buffer, sock.sendall)
+                self._handle(buffer, link)
         except OSError as exc:
             log.debug("simulator connection from %s ended: %s", address, exc)
         finally:
+            self._links.discard(link)
+            link.take_pending()
             self._clients.discard(sock)
             sock.close()
 
@@ -296,6 +421,7 @@ class SerialSimulator(_Device):
         self._slave: int | None = None
         self._greenlet: gevent.Greenlet | None = None
         self._plug = 0  # which plug-in the fds belong to: an fd number may be reused by the next pty
+        self._rx = bytearray()  # what the device received and has not made a command of yet
         self.pts = ""
 
     @property
@@ -342,12 +468,14 @@ class SerialSimulator(_Device):
         """Plugged in again (a new pty at ``link``), or back to life after :meth:`power_cut`."""
         if self._master is None:
             self.start()
+        self._rx.clear()  # a rebooted device starts with an empty receive buffer
         self.cut = False
 
     def power_cut(self) -> None:
         """The device dies but the serial line stays: the tty is open and silent."""
         self._stop_tasks()
         self.cut = True
+        self._rx.clear()
 
     def disconnect(self) -> None:
         """The USB adapter unplugged and plugged back at once: a new pty (at ``link``)."""
@@ -371,20 +499,26 @@ class SerialSimulator(_Device):
                 continue
 
     def _serve(self, master: int) -> None:
-        buffer = bytearray()
-        while True:
-            readable, _, _ = gevent.select.select([master], [], [], 1.0)
-            if not readable:
-                continue
-            try:
-                data = os.read(master, 4096)
-            except BlockingIOError:
-                continue
-            except OSError:  # EIO: nobody has the slave side open right now
-                gevent.sleep(0.05)
-                continue
-            buffer += data
-            self._handle(buffer, self.send)
+        self._rx = bytearray()
+        link = _Link(self.send)
+        self._links.add(link)
+        try:
+            while True:
+                readable, _, _ = gevent.select.select([master], [], [], 1.0)
+                if not readable:
+                    continue
+                try:
+                    data = os.read(master, 4096)
+                except BlockingIOError:
+                    continue
+                except OSError:  # EIO: nobody has the slave side open right now
+                    gevent.sleep(0.05)
+                    continue
+                self._rx += data
+                self._handle(self._rx, link)
+        finally:
+            self._links.discard(link)
+            link.take_pending()
 
     def __enter__(self) -> SerialSimulator:
         return self.start()
@@ -393,4 +527,14 @@ class SerialSimulator(_Device):
         self.stop()
 
 
-__all__ = ["NO_READ", "SILENCE", "Behaviour", "PowerCut", "ReaderSimulator", "SerialSimulator"]
+__all__ = [
+    "LOST",
+    "NO_READ",
+    "SILENCE",
+    "Behaviour",
+    "CommandError",
+    "Late",
+    "PowerCut",
+    "ReaderSimulator",
+    "SerialSimulator",
+]
