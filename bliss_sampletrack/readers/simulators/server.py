@@ -191,7 +191,7 @@ class _Device:
                 self._stop(command, link)
             else:
                 for reply in self.model.reply(command, self.behaviour):
-                    link.send(reply)
+                    self._reply(link, reply)
 
     def _trigger(self, command: bytes, link: _Link) -> None:
         self.triggers += 1
@@ -206,7 +206,7 @@ class _Device:
             self._send_answer(link, self.model.answer(answer, command))
             return
         for ack in self.model.trigger_ack(command, self.behaviour):
-            link.send(ack)
+            self._reply(link, ack)
         if isinstance(answer, PowerCut):
             task = gevent.spawn_later(self.behaviour.delay, self._cut_mid_frame, link.send, answer)
             self._tasks.add(task)
@@ -220,10 +220,17 @@ class _Device:
         """A stop: its replies, then, if a read was pending, the no-read at once (it is cancelled)."""
         pending = link.take_pending()
         for reply in self.model.reply(command, self.behaviour):
-            link.send(reply)
+            self._reply(link, reply)
         if pending:
             log.debug("%s simulator: %r stops a pending read", self.model.family, command)
             self._send_answer(link, self.model.answer(NO_READ, pending[0]))
+
+    @staticmethod
+    def _reply(link: _Link, data: bytes) -> None:
+        """A command's reply: after the frame being sent, never inside it (a device's output is
+        one byte stream; an answer split over time still goes out whole before the next)."""
+        with link.lock:
+            link.send(data)
 
     def _answer(self, link: _Link, result: object, command: bytes) -> None:
         link.pending.pop(gevent.getcurrent(), None)  # being sent: a stop now is too late
