@@ -12,8 +12,8 @@ Every triggered read returns the answer to its own trigger, or an explicit no-re
 - a line whose first byte arrived before the trigger was sent is no answer to it (the tail of an
   answer split across the previous read's deadline, a late code): dropped and logged;
 - after a read that timed out, the answer it was owed (the no-read a Keyence or DataMan sends for
-  the stop command, a Microscan's late code) is waited for, at most :data:`STALE_GRACE_S` (and
-  never past the new read's deadline), before the next trigger is sent: it is dropped when it
+  the stop command, a Microscan's late code) is waited for, at most :data:`STALE_GRACE_S` (not
+  counted in the new read's timeout), before the next trigger is sent: it is dropped when it
   comes, and never overwrites ``last_error``;
 - when several results arrive together (two answers in one TCP segment), the last one is the
   answer: a device answers each trigger once, so the earlier ones belong to earlier triggers;
@@ -220,7 +220,8 @@ class LineReader:
                     f"reader {self.name!r} not connected to {self.transport.url} after {timeout:g} s"
                     + (f": {self._last_error}" if self._last_error else "")
                 )
-            self._settle_owed(deadline)
+            if self._settle_owed():  # the wait for an old answer is not taken from this read's time
+                deadline = max(deadline, _fresh_now() + timeout)
             subscription = _Subscription(1, keep_latest=False, since=time.monotonic())
             self._subscribers.append(subscription)
             try:
@@ -318,20 +319,22 @@ class LineReader:
         self._owed_until = time.monotonic() + min(STALE_GRACE_S, self.timeout)
         self._owed_paid.clear()
 
-    def _settle_owed(self, deadline: float) -> None:
-        """Before a trigger: let the answer owed to a timed-out trigger arrive (bounded), so it
-        cannot be taken for the answer to the new one."""
+    def _settle_owed(self) -> bool:
+        """Before a trigger: let the answer owed to a timed-out trigger arrive (at most until
+        ``_owed_until``), so it cannot be taken for the answer to the new one. True if it waited."""
+        if not self._owed:
+            return False
+        wait = self._owed_until - time.monotonic()
+        if wait > 0:
+            self._owed_paid.wait(wait)
         if self._owed:
-            wait = min(self._owed_until - time.monotonic(), deadline - gevent.get_hub().loop.now())
-            if wait > 0:
-                self._owed_paid.wait(wait)
-            if self._owed:
-                log.info(
-                    "reader %r: %d answer(s) owed to timed-out trigger(s) never came; reading on",
-                    self.name,
-                    self._owed,
-                )
-            self._owed = 0
+            log.info(
+                "reader %r: %d answer(s) owed to timed-out trigger(s) never came; reading on",
+                self.name,
+                self._owed,
+            )
+        self._owed = 0
+        return True
 
     def _stop_reading(self) -> None:
         if self.dialect.stop and self.transport.is_open:
