@@ -270,8 +270,9 @@ def main() -> int:
         soak[label] = stale_soak(label, args.stale_reads, args.seed)
         plain += soak[label].pop("latencies")
         print(
-            f"stale-answer soak {label:16} hub block {soak[label]['hub_max_block_ms']:.2f} ms "
-            f"{soak[label]['counts']}",
+            f"stale-answer soak {label:16} driver's longest run "
+            f"{soak[label]['driver_longest_run_ms']:.2f} ms, hub block (with the simulators) "
+            f"{soak[label]['hub_max_block_ms']:.2f} ms {soak[label]['counts']}",
             flush=True,
         )
 
