@@ -97,7 +97,7 @@ BENCHMARKS = [
     Benchmark(
         "provenance_soak",
         "provenance_soak.py",
-        ["--seeds", "101", "--scans", "40"],
+        ["--seeds", "101", "--scans", "15"],
         ["--seeds", "101", "202", "303", "--scans", "340"],
         [
             Figure("provenance: scans checked", "scans", "scans"),
@@ -107,7 +107,7 @@ BENCHMARKS = [
             ),
             Figure("provenance: FLAGGED_DOUBT (explicit doubt, acceptable)", "counts.FLAGGED_DOUBT", "scans"),
         ],
-        note_quick="one seed of 40 scans",
+        note_quick="one seed of 15 scans",
         note_full="3 seeds x 340 scans, a third under the ESRF data policy",
         timeout_quick=300.0,
         timeout_full=1500.0,
@@ -115,7 +115,7 @@ BENCHMARKS = [
     Benchmark(
         "reader_latency",
         "reader_latency.py",
-        ["--reads", "100", "--stale-reads", "100"],
+        ["--reads", "100", "--stale-reads", "20"],
         ["--reads", "1000", "--stale-reads", "1000"],
         [
             Figure("reader push latency p99", "push_latency_p99_ms", "ms", "<", 1.0),
@@ -132,7 +132,7 @@ BENCHMARKS = [
                 5.0,
             ),
         ],
-        note_quick="100 reads; soak 100 reads per family",
+        note_quick="100 reads; soak 20 reads per family",
         note_full="1,000 reads; soak 1,000 reads per family (6 families and framings)",
     ),
     Benchmark(

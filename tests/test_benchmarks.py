@@ -35,7 +35,7 @@ def test_run_all_quick_reports_every_figure(tmp_path: Path) -> None:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=300,  # the two soaks (provenance, reader stale answers) take most of it
     )
     assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
     report = json.loads((out / "report.json").read_text())
