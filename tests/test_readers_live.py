@@ -313,7 +313,9 @@ def test_two_answers_in_one_segment_the_last_is_the_reads(
     with pytest.raises(ReaderTimeout):
         reader.read(0.2)
     merged = frame(reader, b"LATE-1") + frame(reader, b"FRESH-2")
-    gevent.spawn_later(0.5, simulator.send, merged)  # after the grace for the late answer
+    # well after the driver's grace for the late answer (STALE_GRACE_S, 0.5 s here): the next
+    # trigger has been sent, and both answers arrive together after it
+    gevent.spawn_later(0.9, simulator.send, merged)
     assert reader.read(2.0).barcode == "FRESH-2"
 
 
