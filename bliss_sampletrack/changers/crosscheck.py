@@ -397,7 +397,7 @@ def hardware_doubt(
     if snapshot.state not in (TrackerState.MOUNTED, TrackerState.EMPTY):
         return None
     sample = snapshot.sample if snapshot.state is TrackerState.MOUNTED else None
-    pin = f"{mounted.address} ({mounted.barcode or mounted.name or 'no barcode'})" if mounted else ""
+    pin = _pin(mounted)
     problem = ""
     if sample is None and mounted is not None:
         problem = f"changer {changer!r} has {pin} mounted but the tracker says EMPTY"
@@ -414,6 +414,11 @@ def hardware_doubt(
     elif check_presence and present is True and sample is None:
         problem = f"presence sensor of changer {changer!r}: a pin, but the tracker says EMPTY"
     return Doubt(TrackerState.CONFLICT, problem, reconcile=True) if problem else None
+
+
+def _pin(mounted: Mounted | None) -> str:
+    """``3:05 (LYS-0001)``: the changer's mounted pin, for messages ("" when none)."""
+    return f"{mounted.address} ({mounted.barcode or mounted.name or 'no barcode'})" if mounted else ""
 
 
 def _same_pin(sample: Sample, mounted: Mounted, changer: str) -> bool:
@@ -437,7 +442,7 @@ def manual_judgement(
 ) -> tuple[str | None, str]:
     """What the changer says of a manual mount of ``sample`` (None: a manual unmount):
     ``(problem, support)``, the contradiction if any, else what confirms it (may be empty)."""
-    pin = f"{mounted.address} ({mounted.barcode or mounted.name or 'no barcode'})" if mounted else ""
+    pin = _pin(mounted)
     sensor = check_presence and present is not None
     if sample is None:
         if mounted is not None:

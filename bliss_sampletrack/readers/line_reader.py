@@ -395,7 +395,7 @@ class LineReader:
                     self._stale([(outcome, 0.0)])
                     if not self._owed:
                         self._owed_paid.set()
-                elif followers or not self._subscribers:
+                else:  # no triggered read: to the followers, if any (else logged as unwaited)
                     self._publish(outcome, followers)
             return
         if followers or not triggered:
