@@ -522,3 +522,58 @@ def test_a_power_cycle_over_tcp_resets_the_old_connection(tcp: Connect) -> None:
         expect(fresh, b"AGAIN-1\r")
     finally:
         fresh.close()
+
+
+# -- a simulator in its own process (readers/simulators/remote.py) ----------------------------------------
+def test_a_simulator_process_speaks_the_same_bytes_and_takes_the_same_steering() -> None:
+    from bliss_sampletrack.readers.simulators.devices import NO_READ
+    from bliss_sampletrack.readers.simulators.remote import SimulatorProcess
+
+    simulator = SimulatorProcess("generic", header=b"\x02", terminator=b"\x03", trigger=b"T").start()
+    host, port = simulator.url.rsplit(":", 1)
+    sock = gevent.socket.create_connection((host, int(port)), timeout=2.0)
+    try:
+        assert os.getpid() != int(simulator.call("pid")["pid"])  # really another process
+        simulator.queue("CODE-1", NO_READ, Late("CODE-3"))
+        sock.sendall(b"\x02T\x03")
+        expect(sock, b"\x02CODE-1\x03")
+        simulator.behave(junk=b"\x01\xfe\xff")  # bytes survive the pipe, every value kept
+        sock.sendall(b"\x02T\x03")
+        expect(sock, b"\x02\x01\xfe\xff\x03\x02NOREAD\x03")
+        simulator.behave(delay=0.2, split=2, split_gap=0.01)
+        sock.sendall(b"\x02T\x03")
+        assert arriving(sock, 0.1) == b""  # still decoding
+        expect(sock, b"\x02CODE-3\x03")
+        simulator.clear_answers()
+        simulator.behave(delay=0.0, split=None)
+        sock.sendall(b"\x02T\x03")
+        expect(sock, b"\x02NOREAD\x03")  # nothing queued: the default no-read
+        simulator.disconnect()
+        assert arriving(sock, 1.0) == b""  # closed by the device
+    finally:
+        sock.close()
+        simulator.stop()
+
+
+def test_a_simulator_process_refuses_what_it_cannot_do_and_says_so() -> None:
+    from bliss_sampletrack.readers.simulators.remote import SimulatorProcess, SimulatorProcessError
+
+    simulator = SimulatorProcess("microscan", serial=True).start()
+    try:
+        assert simulator.port.startswith("/dev/pts/")
+        with pytest.raises(SimulatorProcessError, match="refused queue: .*NOT_A_MARKER"):
+            simulator.call("queue", answers=[{"marker": "NOT_A_MARKER"}])
+        with pytest.raises(ValueError, match="no remote form"):
+            simulator.queue(object())
+        client = PtyClient(simulator.port)
+        try:
+            simulator.power_cycle(0.05)  # returns once it is back on
+            simulator.queue("BACK")
+            client.write(b"< >")
+            assert client.read(6) == b"BACK\r\n"
+        finally:
+            client.close()
+    finally:
+        simulator.stop()
+    with pytest.raises(SimulatorProcessError, match="not started"):
+        simulator.disconnect()
