@@ -15,11 +15,11 @@ SUBCOMMANDS = {
         "run the simulated beamline: beacon, Redis, a real BLISS session and a scan",
     ),
     "deliver": (
-        "bliss_sampletrack.delivery.cli:deliver_main",
+        "bliss_sampletrack.commands.deliver:deliver_main",
         "deliver the tracker's outbox to its tracking services (daemon, or --drain)",
     ),
     "status": (
-        "bliss_sampletrack.delivery.cli:status_main",
+        "bliss_sampletrack.commands.deliver:status_main",
         "the tracker's state, recent events, pending and dead-lettered deliveries",
     ),
     "annotate": (

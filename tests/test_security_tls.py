@@ -190,7 +190,7 @@ def test_no_http_client_escapes_the_rule() -> None:
             client_modules.append(where)
             assert "verify_setting(" in text, f"{where} makes an HTTP session without tls.verify_setting"
     for known in (
-        "delivery/clients.py",
+        "delivery/rest.py",
         "delivery/icatplus.py",
         "delivery/ispyb.py",
         "tracker/icatplus/client.py",

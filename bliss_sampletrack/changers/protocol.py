@@ -22,16 +22,19 @@ Caveats:
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
+from bliss_sampletrack.core.address import ADDRESS as ADDRESS
+from bliss_sampletrack.core.address import format_address as format_address
+from bliss_sampletrack.core.address import parse_address as parse_address
+from bliss_sampletrack.core.address import split_address as split_address
+
 log = logging.getLogger(__name__)
 
-ADDRESS = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
 #: a duration in seconds: BLISS's shell type check (beartype) takes no int for a float, and
 #: ``sc.mount("1:01", timeout=30)`` must work
 Seconds = float | int
@@ -169,24 +172,3 @@ class EventHub:
         log.info("changer %r: %s %s %s", self.changer, event.kind, event.pin, event.message)
         for callback in list(self._callbacks):  # a callback may unsubscribe itself
             callback(event)
-
-
-def format_address(puck: int, position: int) -> str:
-    """The canonical ``<puck>:<position>`` address, position on two digits: ``3:05``."""
-    return f"{puck}:{position:02d}"
-
-
-def parse_address(text: str) -> tuple[int, int] | None:
-    """``(puck, position)`` for text like ``3:05`` or ``3:5``; None when it is not an address."""
-    match = ADDRESS.match(text)
-    if match is None:
-        return None
-    return int(match.group(1)), int(match.group(2))
-
-
-def split_address(address: str | None) -> tuple[str | None, str | None]:
-    """(puck, position-in-puck) as ISPyB's dewarLocation/containerLocation, when it has that form."""
-    parsed = None if address is None else parse_address(address)
-    if parsed is None:
-        return None, None
-    return str(parsed[0]), str(parsed[1])

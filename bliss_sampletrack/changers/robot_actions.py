@@ -24,8 +24,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from bliss_sampletrack.changers.protocol import split_address
 from bliss_sampletrack.core import Status
+from bliss_sampletrack.core.address import split_address
 from bliss_sampletrack.core.contract import format_timestamp, parse_timestamp
 from bliss_sampletrack.errors import SampleTrackError
 

@@ -67,6 +67,11 @@ def format_timestamp(moment: datetime) -> str:
     return f"{utc.year:04d}-" + utc.strftime(TIMESTAMP_FORMAT.removeprefix("%Y-"))
 
 
+def now_text() -> str:
+    """Now, as :func:`format_timestamp` writes it."""
+    return format_timestamp(datetime.now(UTC))
+
+
 def parse_timestamp(text: str) -> datetime:
     """Inverse of :func:`format_timestamp`; raises ValueError naming the expected shape."""
     try:

@@ -1,250 +1,67 @@
-"""Delivery clients: one protocol, several backends (REST contract service, no-op; ICAT+ and
-ISPyB apart, in icatplus.py and ispyb.py).
+"""Delivery clients: one protocol (base.py), several backends, one table from the YAML's
+``type:`` to the backend (:data:`CLIENT_TYPES`).
 
-A client sends a batch of events (oldest first) and says, per event, whether it was delivered,
-rejected for good (a dead letter, with the service's answer), or must be retried; a failure of
-the whole call that is worth retrying raises :class:`RetryLater`.
+Backends: ``rest`` (the tracking service's REST contract, rest.py), ``icatplus`` (icatplus.py),
+``ispyb`` (ispyb.py), ``none`` (rest.py: no service). Adding one: a module with a class that has
+``from_config(node, where)`` and satisfies :class:`~bliss_sampletrack.delivery.base.DeliveryClient`,
+plus one line in :data:`CLIENT_TYPES`.
 
-Per the contract's delivery rules: connection errors, timeouts, 408, 429 and 5xx are retried
-(forever, by the loop); any other 4xx is a rejection.
-
-A 200/201 counts only with the contract's body: ``{"event": ...}`` with the event's ``event_id``
-(one event), ``{"results": [...]}`` with one integer ``status`` per event, in order (a batch).
-Anything else (a proxy's HTML page, text, an empty or other body) is :class:`RetryLater`: a
-gateway answering 200 in the service's place must never make an event count as delivered.
-
-Secrets: the REST token comes from the YAML (``token``) or, better, from an environment variable
-(``token_env``, default ``SAMPLETRACK_TOKEN``); it is only ever put in the Authorization header,
-never in a log, an exception or ``describe()``, and a service answer that echoes it (a proxy page
-showing the request headers) has it replaced by ``[token]`` before it is kept anywhere.
+The names of base.py and rest.py are re-exported here: ``from bliss_sampletrack.delivery.clients
+import RestClient, Verdict`` keeps working.
 """
 
 from __future__ import annotations
 
-import logging
-import math
-import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Mapping
+from typing import Any, Protocol
 
-from bliss_sampletrack.core import Event
-from bliss_sampletrack.delivery import tls
-from bliss_sampletrack.delivery.http_answers import MAX_ANSWER as MAX_ANSWER  # re-exported (tests)
-from bliss_sampletrack.delivery.http_answers import kept, retry_after, retryable
-from bliss_sampletrack.errors import ConfigurationError, SampleTrackError
+from bliss_sampletrack.delivery.base import (
+    DeliveryClient,
+    Result,
+    RetryLater,
+    Verdict,
+    classify_2xx,
+    classify_status,
+    send_each,
+    short,
+)
+from bliss_sampletrack.delivery.http_answers import MAX_ANSWER
+from bliss_sampletrack.delivery.icatplus import IcatPlusClient
+from bliss_sampletrack.delivery.ispyb import IspybClient
+from bliss_sampletrack.delivery.rest import TOKEN_HIDDEN, NoopClient, RestClient
+from bliss_sampletrack.errors import ConfigurationError
 
-log = logging.getLogger(__name__)
-
-TOKEN_HIDDEN = "[token]"  # what replaces the token in a service's answer
-
-
-class Verdict(StrEnum):
-    DELIVERED = "delivered"
-    REJECTED = "rejected"  # for good: dead letter
-    RETRY = "retry"  # this one and the following wait
-
-
-@dataclass(frozen=True, slots=True)
-class Result:
-    verdict: Verdict
-    detail: str = ""
-
-
-class RetryLater(SampleTrackError):
-    """The whole call failed in a way worth retrying; ``retry_after`` is the server's hint (s)."""
-
-    def __init__(self, message: str, retry_after: float | None = None, batch_too_large: bool = False) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-        self.batch_too_large = batch_too_large
-
-
-@runtime_checkable
-class DeliveryClient(Protocol):
-    name: str
-    max_batch: int  # 1: one event per call
-
-    def send(self, events: list[Event]) -> list[Result]:
-        """One result per event, in order; raise RetryLater when the call as a whole failed."""
-        ...
-
-    def describe(self) -> str: ...
+__all__ = [
+    "CLIENT_TYPES",
+    "MAX_ANSWER",
+    "TOKEN_HIDDEN",
+    "DeliveryClient",
+    "IcatPlusClient",
+    "IspybClient",
+    "NoopClient",
+    "RestClient",
+    "Result",
+    "RetryLater",
+    "Verdict",
+    "classify_2xx",
+    "classify_status",
+    "client_from_config",
+    "clients_from_config",
+    "send_each",
+]
 
 
-def classify_status(status: int) -> Verdict:
-    """The REST contract's verdict: only 200/201 deliver."""
-    if status in (200, 201):
-        return Verdict.DELIVERED
-    return Verdict.RETRY if retryable(status) else Verdict.REJECTED
+class ClientFactory(Protocol):
+    def from_config(self, node: Any, where: str) -> DeliveryClient: ...
 
 
-def classify_2xx(status: int) -> Verdict:
-    """The verdict for the ICAT+ and ISPyB APIs: any 2xx delivers."""
-    if 200 <= status < 300:
-        return Verdict.DELIVERED
-    return Verdict.RETRY if retryable(status) else Verdict.REJECTED
-
-
-def send_each(events: list[Event], send_one: Callable[[Event], Result]) -> list[Result]:
-    """``send_one`` for each event in order (clients with ``max_batch = 1`` per request chain).
-
-    A :class:`RetryLater` on the first event is raised; on a later one, the earlier ones are done
-    and only this one and the following wait (RETRY).
-    """
-    results: list[Result] = []
-    for index, event in enumerate(events):
-        try:
-            results.append(send_one(event))
-        except RetryLater as exc:
-            if index == 0:
-                raise
-            results.extend(Result(Verdict.RETRY, str(exc)) for _ in events[index:])
-            break
-    return results
-
-
-class NoopClient:
-    """For beamlines without a tracking service: every event counts as delivered at once.
-
-    The events stay visible in the tracker's history (and the service-less outbox is trimmed).
-    """
-
-    max_batch = 1000
-
-    def __init__(self, name: str = "none") -> None:
-        self.name = name
-
-    def send(self, events: list[Event]) -> list[Result]:
-        return [Result(Verdict.DELIVERED, "no tracking service configured") for _ in events]
-
-    def describe(self) -> str:
-        return f"{self.name}: no tracking service (events kept in the history only)"
-
-
-class RestClient:
-    """The tracking service's REST contract (``POST /events``, ``POST /events/batch``)."""
-
-    def __init__(
-        self,
-        name: str,
-        url: str,
-        token: str,
-        *,
-        verify_tls: object = True,
-        timeout: float = 10.0,
-        max_batch: int = 200,
-        context: str | None = None,
-    ) -> None:
-        import requests  # a BLISS dependency; cooperative once gevent has patched sockets
-
-        context = context or f"delivery client {name!r}"
-        if not url.startswith(("http://", "https://")):
-            raise ConfigurationError(f"{context}: url must start with http:// or https://, got {url!r}")
-        if not 1 <= max_batch <= 1000:
-            raise ConfigurationError(f"{context}: max_batch must be 1..1000 (the contract's limit)")
-        if not token or not token.isascii() or not token.isprintable() or " " in token:
-            # never the value in the message; requests would put it in an InvalidHeader error
-            raise ConfigurationError(
-                f"{context}: the token must be ASCII text without spaces or control characters"
-            )
-        self.name = name
-        self.url = url.rstrip("/")
-        self.timeout = timeout
-        self.max_batch = max_batch
-        self._token = token  # private: only for the header and to hide it in answers
-        # validated (and a WARNING when off) before the session holds the token
-        self._verify = tls.verify_setting(verify_tls, client=name, url=self.url, context=context)
-        self._session = requests.Session()
-        self._session.verify = self._verify
-        self._session.headers["Authorization"] = f"Bearer {token}"
-        self._session.headers["Content-Type"] = "application/json"
-
-    def describe(self) -> str:
-        return f"{self.name}: REST {self.url}"
-
-    def send(self, events: list[Event]) -> list[Result]:
-        if len(events) == 1:
-            return [self._send_one(events[0])]
-        body = '{"events":[' + ",".join(e.to_json() for e in events) + "]}"
-        response = self._post("/events/batch", body)
-        if response.status_code == 413:
-            raise RetryLater(
-                f"{self.url}/events/batch: batch of {len(events)} too large (413)", batch_too_large=True
-            )
-        verdict = classify_status(response.status_code)
-        if verdict is Verdict.RETRY:
-            raise RetryLater(self._answer(response), retry_after(response))
-        if response.status_code != 200:
-            # the batch itself refused (e.g. 401/422): every event gets the answer
-            return [Result(Verdict.REJECTED, self._answer(response)) for _ in events]
-        try:
-            results = response.json()["results"]
-        except (ValueError, KeyError, TypeError):
-            raise RetryLater(f"{self.url}/events/batch answered 200 without a results list") from None
-        if len(results) != len(events):
-            raise RetryLater(
-                f"{self.url}/events/batch answered {len(results)} results for {len(events)} events"
-            )
-        out = []
-        for event, result in zip(events, results, strict=True):
-            if not isinstance(result, dict) or result.get("event_id") != str(event.event_id):
-                raise RetryLater(f"{self.url}/events/batch answered results out of order")
-            status = result.get("status")
-            if isinstance(status, bool) or not isinstance(status, int):
-                raise RetryLater(
-                    f"{self.url}/events/batch answered 200 with a result whose status is not a number "
-                    f"(event {event.event_id})"
-                )
-            out.append(Result(classify_status(status), f"{status} {result.get('error') or ''}".strip()))
-        return out
-
-    def _send_one(self, event: Event) -> Result:
-        response = self._post("/events", event.to_json())
-        verdict = classify_status(response.status_code)
-        if verdict is Verdict.RETRY:
-            raise RetryLater(self._answer(response), retry_after(response))
-        if verdict is Verdict.DELIVERED and not self._stored(response, event):
-            # e.g. a proxy or login page answering 200 in the service's place: never a delivery
-            raise RetryLater(
-                f"{self.url}/events answered {response.status_code} without the stored event: "
-                f"{self._answer(response)}"
-            )
-        return Result(verdict, self._answer(response))
-
-    @staticmethod
-    def _stored(response: Any, event: Event) -> bool:
-        """True when the answer is the contract's ``{"event": {...}}`` for this very event."""
-        try:
-            stored = response.json()["event"]
-        except (ValueError, KeyError, TypeError):  # requests' JSONDecodeError is a ValueError
-            return False
-        return isinstance(stored, dict) and stored.get("event_id") == str(event.event_id)
-
-    def _post(self, path: str, body: str) -> Any:
-        import requests
-
-        try:
-            # verify on each request too: REQUESTS_CA_BUNDLE would override the session's (tls.py)
-            return self._session.post(
-                self.url + path, data=body.encode(), timeout=self.timeout, verify=self._verify
-            )
-        except requests.Timeout:
-            raise RetryLater(f"{self.url}{path}: no answer within {self.timeout:g} s") from None
-        except requests.RequestException as exc:
-            problem = tls.certificate_problem(exc)
-            if problem is not None:
-                raise RetryLater(f"{self.url}{path}: {problem}") from None
-            # the exception text holds the URL, not the header with the token (hidden anyway)
-            raise RetryLater(self._hide_token(f"{self.url}{path}: {type(exc).__name__}: {exc}")) from None
-
-    def _answer(self, response: Any) -> str:
-        # the token hidden before the cut: a cut through it would leave a piece that no longer matches
-        return f"{response.status_code} {kept(response.text or '', self._hide_token)}".strip()
-
-    def _hide_token(self, text: str) -> str:
-        return text.replace(self._token, TOKEN_HIDDEN)
+#: the YAML's ``type:`` -> the backend
+CLIENT_TYPES: dict[str, ClientFactory] = {
+    "rest": RestClient,
+    "icatplus": IcatPlusClient,
+    "ispyb": IspybClient,
+    "none": NoopClient,
+}
 
 
 def client_from_config(node: Any, where: str) -> DeliveryClient:
@@ -252,87 +69,20 @@ def client_from_config(node: Any, where: str) -> DeliveryClient:
 
     Anything wrong in the entry raises :class:`ConfigurationError` starting with ``where``.
     """
+    types = ", ".join(CLIENT_TYPES)
     if not isinstance(node, Mapping):
         raise ConfigurationError(
-            f"{where}: each delivery entry must be a mapping with 'name' and 'type' (rest, icatplus, "
-            f"ispyb or none), got {type(node).__name__} {_short(node)}"
+            f"{where}: each delivery entry must be a mapping with 'name' and 'type' ({types}), "
+            f"got {type(node).__name__} {short(node)}"
         )
     kind = node.get("type")
     name = node.get("name") or kind
     if not isinstance(name, str) or not name:
         raise ConfigurationError(f"{where}: each delivery entry needs a 'name' (and a 'type')")
-    if kind == "rest":
-        url = node.get("url")
-        if not isinstance(url, str):
-            raise ConfigurationError(
-                f"{where}: delivery {name!r}: key 'url' is missing (e.g. http://host:8090/api/v1)"
-            )
-        token = node.get("token")
-        token_env = node.get("token_env", "SAMPLETRACK_TOKEN")
-        if token is None:
-            if not isinstance(token_env, str) or not token_env:
-                raise ConfigurationError(
-                    f"{where}: delivery {name!r}: key 'token_env' must be the name of an environment "
-                    f"variable, got {_short(token_env)}"
-                )
-            token = os.environ.get(token_env)
-        elif isinstance(token, bool) or not isinstance(token, str | int):
-            raise ConfigurationError(f"{where}: delivery {name!r}: key 'token' must be text")
-        if not token:
-            raise ConfigurationError(
-                f"{where}: delivery {name!r}: no token: set the environment variable {token_env} "
-                "(or 'token_env' to another variable's name)"
-            )
-        return RestClient(
-            name,
-            url,
-            str(token),
-            verify_tls=node.get("verify_tls", True),
-            timeout=_number(node, "timeout", 10.0, where, name),
-            max_batch=_count(node, "max_batch", 200, where, name),
-            context=f"{where}: delivery {name!r}",
-        )
-    if kind == "none":
-        return NoopClient(name)
-    if kind == "icatplus":
-        from bliss_sampletrack.delivery.icatplus import IcatPlusClient
-
-        return IcatPlusClient.from_config(node, where)
-    if kind == "ispyb":
-        from bliss_sampletrack.delivery.ispyb import IspybClient
-
-        return IspybClient.from_config(node, where)
-    raise ConfigurationError(
-        f"{where}: delivery {name!r}: key 'type' must be rest, icatplus, ispyb or none, got {_short(kind)}"
-    )
-
-
-def _short(value: Any) -> str:
-    """``repr(value)`` cut for a message (a whole YAML subtree would drown it)."""
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _number(node: Mapping[str, Any], key: str, default: float, where: str, name: str) -> float:
-    """A finite number > 0 of seconds (an int is fine, a bool is not)."""
-    value = node.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
-        raise ConfigurationError(
-            f"{where}: delivery {name!r}: key {key!r} must be a finite number of seconds > 0 "
-            f"(default {default:g}), got {_short(value)}"
-        )
-    return float(value)
-
-
-def _count(node: Mapping[str, Any], key: str, default: int, where: str, name: str) -> int:
-    """A whole number 1..1000 (the contract's batch limit); not a bool, not a float."""
-    value = node.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
-        raise ConfigurationError(
-            f"{where}: delivery {name!r}: key {key!r} must be a whole number of events 1..1000 "
-            f"(default {default}), got {_short(value)}"
-        )
-    return value
+    factory = CLIENT_TYPES.get(kind) if isinstance(kind, str) else None
+    if factory is None:
+        raise ConfigurationError(f"{where}: delivery {name!r}: key 'type' must be {types}, got {short(kind)}")
+    return factory.from_config(node, where)
 
 
 def clients_from_config(cfg: Any) -> list[DeliveryClient]:

@@ -119,7 +119,7 @@ from urllib.parse import quote
 from bliss_sampletrack import __version__
 from bliss_sampletrack.core import Event, EventType, Status
 from bliss_sampletrack.delivery import http_answers, tls
-from bliss_sampletrack.delivery.clients import Result, RetryLater, Verdict, classify_2xx, send_each
+from bliss_sampletrack.delivery.base import Result, RetryLater, Verdict, classify_2xx, send_each
 from bliss_sampletrack.delivery.http_answers import MAX_ANSWER, retry_after
 from bliss_sampletrack.delivery.secrets import check_known, protect, redact, secret, secret_forms
 from bliss_sampletrack.errors import ConfigurationError

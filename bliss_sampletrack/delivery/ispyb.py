@@ -107,10 +107,10 @@ from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bliss_sampletrack import __version__
-from bliss_sampletrack.changers.protocol import parse_address
 from bliss_sampletrack.core import Event, EventType, Sample
+from bliss_sampletrack.core.address import parse_address
 from bliss_sampletrack.delivery import http_answers, tls
-from bliss_sampletrack.delivery.clients import Result, RetryLater, Verdict, classify_2xx, send_each
+from bliss_sampletrack.delivery.base import Result, RetryLater, Verdict, classify_2xx, send_each
 from bliss_sampletrack.delivery.http_answers import MAX_ANSWER, retry_after
 from bliss_sampletrack.delivery.secrets import REDACTED, check_known, secret
 from bliss_sampletrack.errors import ConfigurationError

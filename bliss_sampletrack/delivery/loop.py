@@ -30,7 +30,7 @@ from typing import Any
 import gevent
 import gevent.event
 
-from bliss_sampletrack.delivery.clients import DeliveryClient, RetryLater, Verdict
+from bliss_sampletrack.delivery.base import DeliveryClient, RetryLater, Verdict
 from bliss_sampletrack.delivery.outbox import RedisStreamOutbox
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import gevent
 
-from bliss_sampletrack.delivery.clients import DeliveryClient
+from bliss_sampletrack.delivery.base import DeliveryClient
 from bliss_sampletrack.delivery.loop import LOCK_TTL_S, Deliverer
 from bliss_sampletrack.delivery.outbox import RedisStreamOutbox
 

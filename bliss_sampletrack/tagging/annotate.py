@@ -56,7 +56,12 @@ import h5py
 from bliss_sampletrack.core import Event, EventType, Status
 from bliss_sampletrack.core.contract import format_timestamp
 from bliss_sampletrack.core.snapshot import Snapshot, TrackerState
-from bliss_sampletrack.errors import InvalidEventError, SampleTrackError
+from bliss_sampletrack.errors import (
+    AnnotateError,
+    FileLockedError,
+    InvalidEventError,
+    ScanNotFoundError,
+)
 from bliss_sampletrack.tagging.scan_tag import sample_tag
 
 log = logging.getLogger(__name__)
@@ -70,18 +75,6 @@ _TMP_GROUP = "sample_annotate_incomplete"
 _ENTRY = re.compile(r"^(\d+)\.1$")
 _LOCKED_ERRNOS = {errno.EAGAIN, errno.EWOULDBLOCK}
 _NO_LOCKING_ERRNOS = {errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP}
-
-
-class AnnotateError(SampleTrackError):
-    """A file cannot be annotated or verified (missing, not HDF5, bad history); the message says why."""
-
-
-class FileLockedError(AnnotateError):
-    """The file is open elsewhere (the BLISS writer during a scan, a viewer): retry when it is closed."""
-
-
-class ScanNotFoundError(AnnotateError):
-    """A requested scan number has no ``<n>.1`` entry in the file."""
 
 
 class Action(StrEnum):

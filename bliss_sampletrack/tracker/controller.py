@@ -118,6 +118,14 @@ class SampleTracker(Tracker):
         if history_size < 1:
             raise cfg.error("history_size", f"must be >= 1, got {history_size}")
 
+        # every key checked before Redis is reached: a wrong key is a configuration error even
+        # where beacon is not running (config checks, the docs' examples)
+        unknown_barcode = self._choice(cfg, "unknown_barcode", ("accept", "refuse"), "accept")
+        manual_policy = self._choice(cfg, "manual_policy", manual.POLICIES, "conflict")
+        settle_timeout = cfg.positive("settle_timeout", SETTLE_TIMEOUT_S)
+        clients = clients_from_config(cfg)
+        self.deliver_in_session = cfg.get("deliver_in_session", bool, True)
+
         from bliss.config.conductor.client import get_redis_proxy
 
         registry = ChainRegistry(registries_from_config(cfg, beamline, get_redis_proxy, no_read))
@@ -132,14 +140,13 @@ class SampleTracker(Tracker):
             owner_ttl=owner_ttl,
             session=self._session_name(),
             context=self._bliss_context,
-            unknown_barcode=self._choice(cfg, "unknown_barcode", ("accept", "refuse"), "accept"),
+            unknown_barcode=unknown_barcode,
             no_read=no_read,
-            manual_policy=self._choice(cfg, "manual_policy", manual.POLICIES, "conflict"),
-            settle_timeout=cfg.positive("settle_timeout", SETTLE_TIMEOUT_S),
+            manual_policy=manual_policy,
+            settle_timeout=settle_timeout,
             config_file=cfg.filename,
         )
-        self.delivery = DeliveryManager(self.outbox, clients_from_config(cfg))
-        self.deliver_in_session = cfg.get("deliver_in_session", bool, True)
+        self.delivery = DeliveryManager(self.outbox, clients)
         self._icat: IcatApplied | None = None  # the fields set on the current dataset
         self._icat_error: str | None = None
         self._name_note: dict[str, str] = {}  # the scientist's sample name, when not the tracker's

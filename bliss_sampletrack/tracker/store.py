@@ -51,7 +51,7 @@ from typing import Any, Final, Protocol
 from redis.exceptions import WatchError
 
 from bliss_sampletrack.core import Event
-from bliss_sampletrack.errors import SampleTrackError, TrackerOwnedError
+from bliss_sampletrack.errors import OwnershipLostError, SampleTrackError, StaleStateError, TrackerOwnedError
 from bliss_sampletrack.tracker.state import Snapshot
 
 log = logging.getLogger(__name__)
@@ -72,16 +72,6 @@ class OutboxSeam(Protocol):
         ...
 
     def pending(self) -> int: ...
-
-
-class StaleStateError(SampleTrackError):
-    """The state in Redis is no longer the one a change was computed from (another writer, or
-    Redis lost data): reload and compute the change again."""
-
-
-class OwnershipLostError(SampleTrackError):
-    """This process's owner key is gone (expired while the session was paused, deleted, or lost
-    in a Redis restart): take it again (if free) before writing."""
 
 
 def _text(value: Any) -> str | None:

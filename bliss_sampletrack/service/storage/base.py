@@ -37,11 +37,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from bliss_sampletrack.core.contract import format_timestamp
+from bliss_sampletrack.core.contract import now_text
+from bliss_sampletrack.service.storage import migrations
+from bliss_sampletrack.service.storage.errors import StorageError as StorageError
+from bliss_sampletrack.service.storage.errors import StorageUnavailable as StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +53,6 @@ T = TypeVar("T")
 WRITE_ATTEMPTS = 4
 #: ``seq`` numbers per block: event ``i`` of a transaction's block ``b`` gets ``b * SEQ_BLOCK + i``
 SEQ_BLOCK = 1024
-
-
-class StorageError(Exception):
-    """A storage problem the caller should report (bad URL, schema too new, ...)."""
-
-
-class StorageUnavailable(StorageError):
-    """The database cannot answer now (locked, connection lost); the request may be retried."""
 
 
 class InsertOutcome(StrEnum):
@@ -116,10 +110,6 @@ class TokenRecord:
     label: str
     created_at: str
     revoked_at: str | None
-
-
-def now_text() -> str:
-    return format_timestamp(datetime.now(UTC))
 
 
 class SqlStorage(ABC):
@@ -305,15 +295,11 @@ class SqlStorage(ABC):
     # --- schema --------------------------------------------------------------------------------
     def migrate(self) -> list[int]:
         """Apply the missing migration steps; returns the versions applied (maybe none)."""
-        from bliss_sampletrack.service.storage.migrations import migrate
-
-        return migrate(self)
+        return migrations.migrate(self)
 
     def schema_version(self) -> int:
         """The applied schema version (0 for an empty database)."""
-        from bliss_sampletrack.service.storage.migrations import current_version
-
-        return current_version(self)
+        return migrations.current_version(self)
 
     # --- events --------------------------------------------------------------------------------
     _INSERT = (

@@ -19,7 +19,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from bliss_sampletrack.service.storage.base import StorageError, now_text
+from bliss_sampletrack.core.contract import now_text
+from bliss_sampletrack.service.storage.errors import SchemaTooNewError as SchemaTooNewError
+from bliss_sampletrack.service.storage.errors import StorageError
 
 if TYPE_CHECKING:
     from bliss_sampletrack.service.storage.base import SqlStorage
@@ -28,10 +30,6 @@ log = logging.getLogger(__name__)
 
 #: key of the PostgreSQL advisory lock that serialises migrations ("SAMPLETR" in ASCII)
 ADVISORY_LOCK_KEY = 0x53414D504C455452
-
-
-class SchemaTooNewError(StorageError):
-    """The database was migrated by a newer version of the service."""
 
 
 @dataclass(frozen=True, slots=True)

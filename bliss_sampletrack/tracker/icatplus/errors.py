@@ -6,11 +6,7 @@ JSON).
 
 from __future__ import annotations
 
-from bliss_sampletrack.errors import SampleTrackError
-
-
-class IcatPlusUnavailable(SampleTrackError):
-    """ICAT+ could not give the parcels now (unreachable, timeout, refused, unexpected answer)."""
+from bliss_sampletrack.errors import IcatPlusUnavailable as IcatPlusUnavailable  # the tree's (re-exported)
 
 
 class AuthRefused(IcatPlusUnavailable):

@@ -169,7 +169,7 @@ class IcatPlusRegistry:
         or one text ``"3:05"`` (puck 3, position 5, the changers' address form)."""
         query = f"{location}" if position is None else f"{location}:{position}"
         if position is None:
-            from bliss_sampletrack.changers.protocol import parse_address
+            from bliss_sampletrack.core.address import parse_address
 
             parsed = parse_address(str(location))
             if parsed is None:
