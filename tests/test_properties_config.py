@@ -329,7 +329,7 @@ def test_delivery_entries_give_a_client_or_a_configuration_error(entry: Any) -> 
         ({"max_batch": True}, "key 'max_batch' must be a whole number of events 1..1000"),
         ({"max_batch": 0}, "key 'max_batch' must be a whole number of events 1..1000"),
         ({"max_batch": 1001}, "key 'max_batch' must be a whole number of events 1..1000"),
-        ({"token": ["a"]}, "key 'token' must be text"),
+        ({"token": ["a"]}, "key 'token' must be non-empty text"),
         ({"token": "two words"}, "the token must be ASCII text without spaces"),
         ({"token": None, "token_env": ["X"]}, "key 'token_env' must be the name of an environment"),
     ],

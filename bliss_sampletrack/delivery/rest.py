@@ -9,13 +9,12 @@ gateway answering 200 in the service's place must never make an event count as d
 Secrets: the REST token comes from the YAML (``token``) or, better, from an environment variable
 (``token_env``, default ``SAMPLETRACK_TOKEN``); it is only ever put in the Authorization header,
 never in a log, an exception or ``describe()``, and a service answer that echoes it (a proxy page
-showing the request headers) has it replaced by ``[token]`` before it is kept anywhere.
+showing the request headers) has it replaced by ``***`` (secrets.REDACTED) before it is kept anywhere.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from bliss_sampletrack.core import Event
@@ -27,14 +26,14 @@ from bliss_sampletrack.delivery.base import (
     batch_size,
     classify_status,
     seconds,
-    short,
 )
 from bliss_sampletrack.delivery.http_answers import kept, retry_after
+from bliss_sampletrack.delivery.secrets import REDACTED, redact, secret
 from bliss_sampletrack.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
-TOKEN_HIDDEN = "[token]"  # what replaces the token in a service's answer
+TOKEN_HIDDEN = REDACTED  # what replaces the token in a service's answer (the one marker)
 
 
 class NoopClient:
@@ -108,22 +107,9 @@ class RestClient:
             raise ConfigurationError(
                 f"{where}: delivery {name!r}: key 'url' is missing (e.g. http://host:8090/api/v1)"
             )
-        token = node.get("token")
-        token_env = node.get("token_env", "SAMPLETRACK_TOKEN")
-        if token is None:
-            if not isinstance(token_env, str) or not token_env:
-                raise ConfigurationError(
-                    f"{where}: delivery {name!r}: key 'token_env' must be the name of an environment "
-                    f"variable, got {short(token_env)}"
-                )
-            token = os.environ.get(token_env)
-        elif isinstance(token, bool) or not isinstance(token, str | int):
-            raise ConfigurationError(f"{where}: delivery {name!r}: key 'token' must be text")
-        if not token:
-            raise ConfigurationError(
-                f"{where}: delivery {name!r}: no token: set the environment variable {token_env} "
-                "(or 'token_env' to another variable's name)"
-            )
+        token, _ = secret(
+            node, "token", "token_env", "SAMPLETRACK_TOKEN", f"{where}: delivery {name!r}", token_like=False
+        )
         return cls(
             name,
             url,
@@ -217,4 +203,4 @@ class RestClient:
         return f"{response.status_code} {kept(response.text or '', self._hide_token)}".strip()
 
     def _hide_token(self, text: str) -> str:
-        return text.replace(self._token, TOKEN_HIDDEN)
+        return redact(text, [self._token])

@@ -1,6 +1,7 @@
 """Secrets of the HTTP clients (API keys, tokens, session ids, passwords): read, check, hide.
 
-Shared by the ICAT+ and ISPyB delivery clients and the ICAT+ sample registry:
+The one place for them: the REST, ICAT+ and ISPyB delivery clients and the ICAT+ sample registry
+all read, check and hide their secrets here:
 
 - :func:`secret` reads one from the YAML or, better, from an environment variable, and checks it
   looks like one, with messages that never contain the value;
@@ -90,6 +91,7 @@ def secret(
     prefix: str = "",
     *,
     placeholders: Mapping[str, str] | None = None,
+    token_like: bool = True,
 ) -> tuple[str, str]:
     """A secret from the YAML (``key``) or, better, from an environment variable (``env_key``).
 
@@ -98,8 +100,13 @@ def secret(
     text, shorter than :data:`MIN_SECRET_LENGTH`, containing spaces, or equal to a known
     placeholder (``placeholders``: value -> what it is, e.g. pyicat-plus's default API key).
     ``prefix`` names the parent mapping in the messages (``"parcel_status."``).
+    ``token_like=False`` (a person's password, a bearer token of the site's own format): only
+    non-empty text is required, taken as written (no strip, spaces allowed); an int from the YAML
+    is taken as its text.
     """
     value = node.get(key)
+    if not token_like and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
     if value is not None:
         if not isinstance(value, str) or not value.strip():
             raise ConfigurationError(f"{context}: key '{prefix}{key}' must be non-empty text")
@@ -117,6 +124,8 @@ def secret(
                 "to another variable's name)"
             )
         source = f"${env}"
+    if not token_like:
+        return value, source
     value = value.strip()
     if len(value) < MIN_SECRET_LENGTH or any(c.isspace() for c in value):
         raise ConfigurationError(

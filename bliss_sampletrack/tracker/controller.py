@@ -48,7 +48,7 @@ from bliss_sampletrack.tagging import data_policy, metadata, scan_policy
 from bliss_sampletrack.tagging.icat_fields import icat_fields
 from bliss_sampletrack.tracker import manual
 from bliss_sampletrack.tracker.engine import LEASE_CALL_TIMEOUT_S, SETTLE_TIMEOUT_S, Tracker
-from bliss_sampletrack.tracker.registry import ChainRegistry
+from bliss_sampletrack.tracker.registry import ChainRegistry, Closable, Prefetching, Refreshable
 from bliss_sampletrack.tracker.registry_config import registries_from_config
 from bliss_sampletrack.tracker.settle import Doubt
 from bliss_sampletrack.tracker.state import EventContext, Snapshot, TrackerState
@@ -173,9 +173,8 @@ class SampleTracker(Tracker):
             self.delivery.start()
         self._prefetches = [greenlet for greenlet in self._prefetches if not greenlet.dead]
         for member in self.registry.registries:
-            prefetch = getattr(member, "prefetch", None)
-            if prefetch is not None:  # e.g. the proposal's ICAT+ parcels, in the background
-                self._prefetches.append(prefetch())
+            if isinstance(member, Prefetching):  # e.g. the proposal's ICAT+ parcels, in the background
+                self._prefetches.append(member.prefetch())
 
     def close(self) -> None:
         """Stop tagging scans, following the reader and delivering, and give up the ownership;
@@ -192,9 +191,8 @@ class SampleTracker(Tracker):
         prefetches, self._prefetches = self._prefetches, []
         gevent.killall(prefetches, timeout=LEASE_CALL_TIMEOUT_S)  # none may outlive its HTTP session
         for member in self.registry.registries:
-            closing = getattr(member, "close", None)
-            if closing is not None:
-                closing()
+            if isinstance(member, Closable):
+                member.close()
         super().close()
 
     __close__ = close  # BLISS calls it when the session closes
@@ -249,10 +247,9 @@ class SampleTracker(Tracker):
         current proposal, e.g. parcels declared since the last read) and show each registry."""
         failures: list[str] = []
         for member in self.registry.registries:
-            refresh = getattr(member, "refresh", None)
-            if refresh is not None:
+            if isinstance(member, Refreshable):
                 try:
-                    refresh()
+                    member.refresh()
                 except SampleTrackError as exc:  # the others are still refreshed; raised below
                     failures.append(str(exc))
             print(member.describe())

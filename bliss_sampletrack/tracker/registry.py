@@ -44,6 +44,36 @@ class SampleRegistry(Protocol):
     def describe(self) -> str: ...
 
 
+# Optional capabilities: a registry that has one says so by its methods, and the tracker asks
+# with ``isinstance(member, Refreshable)``: one declared face per capability, no attribute probing.
+@runtime_checkable
+class Refreshable(Protocol):
+    """Can read its source again now (``tracker.refresh_registry()``); raises SampleTrackError."""
+
+    def refresh(self) -> object: ...
+
+
+@runtime_checkable
+class Prefetching(Protocol):
+    """Reads its source in the background when the tracker starts; returns that greenlet."""
+
+    def prefetch(self) -> Any: ...
+
+
+@runtime_checkable
+class Closable(Protocol):
+    """Holds resources (HTTP sessions, greenlets) that the tracker's close() releases."""
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Locating(Protocol):
+    """Knows samples by changer location too (ICAT+ parcels declare where each sample goes)."""
+
+    def resolve_location(self, location: str | int, position: str | int | None = None) -> Sample | None: ...
+
+
 class ManifestRegistry:
     """Samples listed in a CSV or YAML file, loaded (and validated) at construction.
 

@@ -34,24 +34,43 @@ def registries_from_config(
     chain: list[SampleRegistry] = []
     for number, entry in enumerate(entries, 1):
         kind = entry.get("type") if isinstance(entry, Mapping) else None
-        if kind == "manifest":
-            if sorted(entry) != ["path", "type"] or not isinstance(entry.get("path"), str):
-                raise cfg.error(
-                    "registries", f"item {number}: a manifest takes 'path' only, got {sorted(entry)}"
-                )
-            chain.append(_manifest(cfg, entry["path"], "registries", f"item {number}: 'path' "))
-        elif kind == "icatplus":
-            from bliss_sampletrack.tracker.icatplus import IcatPlusRegistry
-
-            where = f"{cfg.name!r} in {cfg.filename}, key 'registries' item {number}"
-            chain.append(
-                IcatPlusRegistry.from_config(
-                    _plain(entry), where, redis=redis(), beamline=beamline, no_read=no_read
-                )
+        build = REGISTRY_TYPES.get(kind) if isinstance(kind, str) else None
+        if build is None:
+            raise cfg.error(
+                "registries", f"item {number}: 'type' must be {' or '.join(REGISTRY_TYPES)}, got {kind!r}"
             )
-        else:
-            raise cfg.error("registries", f"item {number}: 'type' must be manifest or icatplus, got {kind!r}")
+        chain.append(build(cfg, entry, number, beamline, redis, no_read))
     return chain
+
+
+def _manifest_entry(
+    cfg: ObjectConfig, entry: Mapping[str, Any], number: int, beamline: str, redis: Redis, no_read: NoRead
+) -> SampleRegistry:
+    if sorted(entry) != ["path", "type"] or not isinstance(entry.get("path"), str):
+        raise cfg.error("registries", f"item {number}: a manifest takes 'path' only, got {sorted(entry)}")
+    return _manifest(cfg, entry["path"], "registries", f"item {number}: 'path' ")
+
+
+def _icatplus_entry(
+    cfg: ObjectConfig, entry: Mapping[str, Any], number: int, beamline: str, redis: Redis, no_read: NoRead
+) -> SampleRegistry:
+    from bliss_sampletrack.tracker.icatplus import IcatPlusRegistry  # pyicat-plus: only when used
+
+    where = f"{cfg.name!r} in {cfg.filename}, key 'registries' item {number}"
+    return IcatPlusRegistry.from_config(
+        _plain(entry), where, redis=redis(), beamline=beamline, no_read=no_read
+    )
+
+
+Redis = Callable[[], Any]
+NoRead = tuple[str, ...]
+#: the YAML's ``type:`` -> how to build that registry (adding one: a module + one line here)
+REGISTRY_TYPES: dict[
+    str, Callable[[ObjectConfig, Mapping[str, Any], int, str, Redis, NoRead], SampleRegistry]
+] = {
+    "manifest": _manifest_entry,
+    "icatplus": _icatplus_entry,
+}
 
 
 def _plain(value: Any) -> Any:

@@ -10,10 +10,10 @@ with). Secrets (password, session id, API key) are better given through environm
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from bliss_sampletrack.delivery.secrets import secret
 from bliss_sampletrack.errors import ConfigurationError
 from bliss_sampletrack.tracker.icatplus.client import DEFAULT_AUTH_PLUGIN, Credentials
 from bliss_sampletrack.tracker.icatplus.parcels import BARCODE_FIELDS
@@ -74,15 +74,19 @@ def options(node: Mapping[str, Any], where: str) -> dict[str, Any]:
             raise bad("username", "must be the ICAT user name to log in with (password from password_env)")
         if not isinstance(plugin, str) or not plugin.strip():
             raise bad("auth_plugin", f"must name an ICAT authenticator (e.g. esrf), got {plugin!r}")
-        password, source = _secret(node, "password", "password_env", DEFAULT_PASSWORD_ENV, context)
+        password, source = secret(
+            node, "password", "password_env", DEFAULT_PASSWORD_ENV, context, token_like=False
+        )
         credentials = Credentials(username=username.strip(), password=password, plugin=plugin, source=source)
     else:
-        session_id, source = _secret(node, "session_id", "session_id_env", DEFAULT_SESSION_ID_ENV, context)
+        session_id, source = secret(
+            node, "session_id", "session_id_env", DEFAULT_SESSION_ID_ENV, context, token_like=False
+        )
         credentials = Credentials(session_id=session_id, source=source)
     raw_id, api_key = node.get("investigation_id"), None
     investigation_id = None if raw_id is None else str(raw_id).strip()
     if investigation_id is None:
-        api_key, _ = _secret(node, "api_key", "api_key_env", DEFAULT_API_KEY_ENV, context)
+        api_key, _ = secret(node, "api_key", "api_key_env", DEFAULT_API_KEY_ENV, context, token_like=False)
     elif isinstance(raw_id, bool) or not investigation_id.isdigit():
         raise bad("investigation_id", f"must be the ICAT investigation id (a number), got {raw_id!r}")
     barcode_fields = node.get("barcode_fields", ["name"])
@@ -119,27 +123,3 @@ def options(node: Mapping[str, Any], where: str) -> dict[str, Any]:
         "context": context,
         **seconds,
     }
-
-
-def _secret(
-    node: Mapping[str, Any], key: str, env_key: str, default_env: str, context: str
-) -> tuple[str, str]:
-    """A secret from the YAML (``key``) or, better, an environment variable (``env_key``).
-
-    Returns (secret, where it came from); messages never contain the value.
-    """
-    value = node.get(key)
-    if value is not None:
-        if not isinstance(value, str) or not value:
-            raise ConfigurationError(f"{context}: key {key!r} must be non-empty text")
-        return value, f"key {key!r} of the YAML"
-    env = node.get(env_key, default_env)
-    if not isinstance(env, str) or not env:
-        raise ConfigurationError(f"{context}: key {env_key!r} must be the name of an environment variable")
-    value = os.environ.get(env)
-    if not value:
-        raise ConfigurationError(
-            f"{context}: no {key}: set the environment variable {env} "
-            f"(or {env_key!r} to another variable's name)"
-        )
-    return value, f"${env}"

@@ -43,6 +43,7 @@ from bliss_sampletrack.tracker.icatplus.client import (
 from bliss_sampletrack.tracker.icatplus.config import CLIENTS, DEFAULT_CACHE_TTL, DEFAULT_TIMEOUT, options
 from bliss_sampletrack.tracker.icatplus.errors import AuthRefused, IcatPlusUnavailable, Quirk
 from bliss_sampletrack.tracker.icatplus.parcels import BARCODE_FIELDS, as_position, as_text, flatten
+from bliss_sampletrack.tracker.registry import ChainRegistry, Locating
 
 log = logging.getLogger(__name__)
 
@@ -508,10 +509,10 @@ class IcatPlusRegistry:
 def resolve_location(registry: Any, location: str | int, position: str | int | None = None) -> Sample | None:
     """``resolve_location`` through a registry or a chain of them (``ChainRegistry.registries``):
     the first registry that can resolve addresses and knows this one answers."""
-    for member in getattr(registry, "registries", [registry]):
-        finder = getattr(member, "resolve_location", None)
-        if finder is not None:
-            sample = finder(location, position)
+    members = registry.registries if isinstance(registry, ChainRegistry) else [registry]
+    for member in members:
+        if isinstance(member, Locating):
+            sample = member.resolve_location(location, position)
             if sample is not None:
                 return sample
     return None
