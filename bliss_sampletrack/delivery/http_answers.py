@@ -1,5 +1,5 @@
-"""Reading the HTTP answers of the delivery clients (REST contract, ICAT+, ISPyB): one place for
-what each of them did alike.
+"""The HTTP requests and answers of every client (REST contract, ICAT+, ISPyB, the ICAT+ sample
+registry): one place for what each of them does alike.
 
 - :func:`retryable`: the contract's statuses worth retrying (408, 429, 5xx);
 - :func:`kept` / :func:`answer`: the part of an answer kept in a message or a dead letter, with
@@ -56,13 +56,14 @@ def request(
     session: Any,
     method: str,
     url: str,
-    body: Mapping[str, Any],
+    body: Mapping[str, Any] | str | None = None,
     *,
     timeout: float,
     verify: object,
     **kwargs: Any,
 ) -> tuple[Any, str | None]:
-    """Send ``body`` as JSON: ``(response, None)``, or ``(None, what went wrong)`` when no answer came.
+    """Send ``body`` (a mapping: as JSON; text: as it is, already JSON; None: no body):
+    ``(response, None)``, or ``(None, what went wrong)`` when no answer came.
 
     The failure is returned, not raised: the caller raises its own error outside this except
     clause, so no chained exception (whose text or request holds the URL, maybe a secret in its
@@ -71,11 +72,14 @@ def request(
     """
     import requests  # a BLISS dependency; cooperative once gevent has patched sockets
 
+    data = None if body is None else (body if isinstance(body, str) else json.dumps(body)).encode()
+    if data is not None:
+        kwargs["headers"] = {"Content-Type": "application/json", **kwargs.get("headers", {})}
     try:
         response = session.request(
             method,
             url,
-            data=json.dumps(body).encode(),
+            data=data,
             timeout=timeout,
             allow_redirects=False,
             verify=verify,

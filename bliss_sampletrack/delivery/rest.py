@@ -18,7 +18,7 @@ import logging
 from typing import Any
 
 from bliss_sampletrack.core import Event
-from bliss_sampletrack.delivery import tls
+from bliss_sampletrack.delivery import http_answers, tls
 from bliss_sampletrack.delivery.base import (
     Result,
     RetryLater,
@@ -27,7 +27,7 @@ from bliss_sampletrack.delivery.base import (
     classify_status,
     seconds,
 )
-from bliss_sampletrack.delivery.http_answers import kept, retry_after
+from bliss_sampletrack.delivery.http_answers import retry_after
 from bliss_sampletrack.delivery.secrets import REDACTED, redact, secret
 from bliss_sampletrack.errors import ConfigurationError
 
@@ -182,25 +182,18 @@ class RestClient:
         return isinstance(stored, dict) and stored.get("event_id") == str(event.event_id)
 
     def _post(self, path: str, body: str) -> Any:
-        import requests
-
-        try:
-            # verify on each request too: REQUESTS_CA_BUNDLE would override the session's (tls.py)
-            return self._session.post(
-                self.url + path, data=body.encode(), timeout=self.timeout, verify=self._verify
-            )
-        except requests.Timeout:
-            raise RetryLater(f"{self.url}{path}: no answer within {self.timeout:g} s") from None
-        except requests.RequestException as exc:
-            problem = tls.certificate_problem(exc)
-            if problem is not None:
-                raise RetryLater(f"{self.url}{path}: {problem}") from None
-            # the exception text holds the URL, not the header with the token (hidden anyway)
-            raise RetryLater(self._hide_token(f"{self.url}{path}: {type(exc).__name__}: {exc}")) from None
+        # never follows a redirect (as every client): a redirected POST becomes a GET, and the
+        # answer (3xx, naming where it points) is a rejection that says to check the url
+        response, failure = http_answers.request(
+            self._session, "POST", self.url + path, body, timeout=self.timeout, verify=self._verify
+        )
+        if failure is not None:  # raised outside the except clause: no chained exception
+            raise RetryLater(self._hide_token(f"{self.url}{path}: {failure}"))
+        return response
 
     def _answer(self, response: Any) -> str:
         # the token hidden before the cut: a cut through it would leave a piece that no longer matches
-        return f"{response.status_code} {kept(response.text or '', self._hide_token)}".strip()
+        return http_answers.answer(response, self._hide_token)
 
     def _hide_token(self, text: str) -> str:
         return redact(text, [self._token])

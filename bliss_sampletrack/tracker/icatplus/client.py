@@ -60,7 +60,7 @@ from datetime import datetime
 from typing import Any
 
 from bliss_sampletrack import __version__
-from bliss_sampletrack.delivery import tls
+from bliss_sampletrack.delivery import http_answers, tls
 from bliss_sampletrack.delivery.http_answers import kept
 from bliss_sampletrack.tracker.icatplus.errors import AuthRefused, IcatPlusUnavailable, Quirk
 from bliss_sampletrack.tracker.icatplus.parcels import all_items, as_text, ident
@@ -158,23 +158,10 @@ class HttpClient:
             raise IcatPlusUnavailable(f"ICAT+ {what}: expected a JSON list, got {type(answer).__name__}")
         return answer
 
-    def _call(self, method: str, path: str, what: str, **kwargs: Any) -> Any:
-        import requests
-
-        failure = None
-        try:
-            response = self.session.request(
-                method,
-                self.url + path,
-                timeout=self.timeout,
-                allow_redirects=False,
-                verify=self._verify,  # per request: REQUESTS_CA_BUNDLE overrides the session's (tls.py)
-                **kwargs,
-            )
-        except requests.Timeout:
-            failure = f"no answer within {self.timeout:g} s"
-        except requests.RequestException as exc:
-            failure = tls.certificate_problem(exc) or f"{type(exc).__name__}: {exc}"
+    def _call(self, method: str, path: str, what: str, json: Any = None, **kwargs: Any) -> Any:
+        response, failure = http_answers.request(
+            self.session, method, self.url + path, json, timeout=self.timeout, verify=self._verify, **kwargs
+        )
         if failure is not None:  # raised outside the except clause: no chained text with a secret
             raise IcatPlusUnavailable(self.redact(f"ICAT+ {what}: {method} {self.url}{path}: {failure}"))
         if response.status_code in (401, 403):
