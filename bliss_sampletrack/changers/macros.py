@@ -39,7 +39,6 @@ Caveats:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
 import logging
@@ -49,7 +48,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
-from bliss_sampletrack.changers.recording import TrackerSeam, record_failed_mount, sample_for
+from bliss_sampletrack.changers.recording import TrackerSeam, record_failed_mount, sample_for, with_changer
 from bliss_sampletrack.changers.robot_actions import ActionType, RobotAction, RobotActionLog
 from bliss_sampletrack.core import Event, Sample, Source, Status
 from bliss_sampletrack.errors import SampleTrackError
@@ -149,7 +148,7 @@ def mounting(
     seam = _tracker(tracker)
     action = TrackedAction(seam, ActionType.LOAD, source, changer, address)
     if isinstance(sample, Sample):
-        action.sample = _with_changer(sample, changer, address)
+        action.sample = with_changer(sample, changer, address)
     elif sample is not None:
         action.identify(barcode=sample)
     action.start = _now()
@@ -213,12 +212,6 @@ def unmounting(
     action._record()
 
 
-def _with_changer(sample: Sample, changer: str | None, address: str | None) -> Sample:
-    if changer is None:
-        return sample
-    return dataclasses.replace(sample, changer_name=changer, changer_position=address)
-
-
 def _argument(
     bound: inspect.BoundArguments, parameter: str | None, what: str, func: Callable[..., Any]
 ) -> Any:
@@ -274,7 +267,7 @@ def tracked_mount(
             ) as action:
                 result = func(*args, **kwargs)
                 if from_result and isinstance(result, Sample):
-                    action.sample = _with_changer(result, changer, action.address)
+                    action.sample = with_changer(result, changer, action.address)
                 elif from_result and isinstance(result, str):
                     action.identify(barcode=result)
             return result

@@ -80,9 +80,15 @@ def sample_for(
             sample = dataclasses.replace(sample, name=name)
     else:
         sample = Sample(name=name)
-    if changer is not None:
-        sample = dataclasses.replace(sample, changer_name=changer, changer_position=address)
-    return sample
+    return with_changer(sample, changer, address)
+
+
+def with_changer(sample: Sample, changer: str | None, address: str | None) -> Sample:
+    """``sample`` with the changer and position it was mounted from (the changer's word wins
+    over the registry's: it is where the pin really was); unchanged without a changer."""
+    if changer is None:
+        return sample
+    return dataclasses.replace(sample, changer_name=changer, changer_position=address)
 
 
 def record_failed_mount(
