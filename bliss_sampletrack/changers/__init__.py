@@ -10,6 +10,8 @@
 
 This package's namespace imports no BLISS; ``simulated``, ``generic`` and ``link`` do (for the
 shell's argument type checks), so import them from a BLISS session or after BLISS.
+
+May import: ``readers``, ``core``, ``config_node``, ``errors`` (layers: pyproject's import-linter contract).
 """
 
 from bliss_sampletrack.changers.errors import (

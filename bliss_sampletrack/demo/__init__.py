@@ -1,1 +1,4 @@
-"""The main job: a simulated beamline in one command (``sampletrack demo``)."""
+"""The main job: a simulated beamline in one command (``sampletrack demo``).
+
+May import everything (top layer): the test bed, the tracker, the service.
+"""

@@ -3,6 +3,8 @@
 BLISS objects (``plugin: bliss``, ``package: bliss_sampletrack.readers``): ``KeyenceSR``,
 ``CognexDataMan``, ``Microscan``, ``GenericLineReader``, ``SimulatedReader``; the USB keyboard
 wedge is ``bliss_sampletrack.readers.keyboard_wedge.KeyboardWedgeReader``.
+
+May import: ``core``, ``config_node``, ``errors``; changers and the tracker import it.
 """
 
 from bliss_sampletrack.readers.drivers import CognexDataMan, GenericLineReader, KeyenceSR, Microscan

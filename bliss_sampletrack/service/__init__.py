@@ -1,6 +1,7 @@
 """The tracking service: the reference server of the sample-tracking contract.
 
-A separate part of the package that imports nothing from BLISS or gevent (it runs on a server,
+A separate part of the package that imports nothing from BLISS or gevent, and of the plugin
+only ``core`` and ``errors`` (import-linter's forbidden contract) (it runs on a server,
 not on a beamline control computer). Layout:
 
 - ``api``: the WSGI application (Flask): every endpoint of the contract, errors, access log;
