@@ -93,6 +93,13 @@ SITUATIONS = ("plain", "plain", "plain", "no_read", "junk", "split", "split_late
               "lost", "reconnect")  # fmt: skip
 
 
+def drivers(runs: dict[str, float]) -> float:
+    """The longest of the driver's runs: its pump greenlet, and the main greenlet (read calls)."""
+    return max(
+        (run for name, run in runs.items() if "LineReader" in name or name.startswith("main")), default=0.0
+    )
+
+
 def log_bad(label: str, index: int, situation: str, kind: str, barcode: str) -> None:
     print(f"  {label} read {index} ({situation}): {kind} {barcode!r}", flush=True)
 
@@ -117,6 +124,7 @@ def stale_soak(label: str, reads: int, seed: int) -> dict[str, Any]:
     latencies: list[float] = []
     flush_next = False
     previous = "plain"
+    worst = (0.0, "")
     probe = HubBlockProbe(trace=True)  # runs charged to greenlets: the driver's own, apart
     try:
         reader.connect(5.0)
@@ -188,6 +196,8 @@ def stale_soak(label: str, reads: int, seed: int) -> dict[str, Any]:
                     # never: the contract a protocol without request ids allows (README caveat);
                     # a merged answer is the exception, flushed by the next read on purpose
                     gevent.sleep(QUIET_S)
+                if drivers(probe.longest_cpu_run) > worst[0]:  # the situation of the longest run
+                    worst = (drivers(probe.longest_cpu_run), f"read {i} ({situation})")
             elapsed = time.perf_counter() - started
             if result.barcode == code:
                 counts["own"] += 1
@@ -208,18 +218,13 @@ def stale_soak(label: str, reads: int, seed: int) -> dict[str, Any]:
         reader.close()
         simulator.stop()
 
-    def drivers(runs: dict[str, float]) -> float:
-        return max(
-            (run for name, run in runs.items() if "LineReader" in name or name.startswith("main")),
-            default=0.0,
-        )
-
     return {
         "counts": dict(counts),
         "latencies": latencies,
         "hub_max_block_ms": probe.max_block * 1000,
         "driver_longest_run_ms": drivers(probe.longest_run) * 1000,
         "driver_longest_cpu_run_ms": drivers(probe.longest_cpu_run) * 1000,
+        "driver_longest_cpu_run_during": worst[1],
         "longest_runs_ms": {
             name: round(run * 1000, 3)
             for name, run in sorted(probe.longest_run.items(), key=lambda item: -item[1])[:4]
@@ -307,7 +312,8 @@ def main() -> int:
         plain += soak[label].pop("latencies")
         print(
             f"stale-answer soak {label:16} driver's longest run "
-            f"{soak[label]['driver_longest_cpu_run_ms']:.2f} ms CPU, "
+            f"{soak[label]['driver_longest_cpu_run_ms']:.2f} ms CPU "
+            f"(in {soak[label]['driver_longest_cpu_run_during']}), "
             f"{soak[label]['driver_longest_run_ms']:.2f} ms wall, hub block "
             f"{soak[label]['hub_max_block_ms']:.2f} ms {soak[label]['counts']}",
             flush=True,

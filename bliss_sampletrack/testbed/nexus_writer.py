@@ -97,13 +97,9 @@ _DB_PORT_LINE = re.compile(r"Database DS listening on: host=\S+, port=(\d+)")
 
 
 def _sleep(seconds: float) -> None:
-    # cooperative when gevent is there (always, once BLISS is imported); never blocks a hub
-    try:
-        import gevent
-    except ImportError:  # pragma: no cover - gevent is a hard dependency of BLISS
-        time.sleep(seconds)
-    else:
-        gevent.sleep(seconds)
+    import gevent  # a dependency of the package: cooperative, never blocks a hub
+
+    gevent.sleep(seconds)
 
 
 def _child_env(**extra: str) -> dict[str, str]:
