@@ -94,9 +94,10 @@ SITUATIONS = ("plain", "plain", "plain", "no_read", "junk", "split", "split_late
 
 
 def drivers(runs: dict[str, float]) -> float:
-    """The longest of the driver's runs: its pump greenlet, and the main greenlet (read calls)."""
+    """The longest of the driver's runs: its pump greenlet, and the main greenlet inside
+    ``reader.read()`` (phase "read"; the soak's own steering is phase "soak")."""
     return max(
-        (run for name, run in runs.items() if "LineReader" in name or name.startswith("main")), default=0.0
+        (run for name, run in runs.items() if "LineReader" in name or name == "main:read"), default=0.0
     )
 
 
@@ -176,6 +177,7 @@ def stale_soak(label: str, reads: int, seed: int) -> dict[str, Any]:
             simulator.queue(answer)
             sent.add(code)  # from now on, this code returned to a later read is stale
             started = time.perf_counter()
+            probe.phase = "read"
             try:
                 result = reader.read(timeout)
             except NoReadError:
@@ -187,6 +189,7 @@ def stale_soak(label: str, reads: int, seed: int) -> dict[str, Any]:
                 ] += 1
                 continue
             finally:
+                probe.phase = "soak"
                 # an answer the device never used (the trigger died with a connection) must not
                 # answer the next trigger: ground truth is the device's answer to *this* trigger
                 simulator.behave(merge=False)
