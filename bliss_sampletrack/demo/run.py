@@ -20,6 +20,7 @@ started: no server gets it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -40,6 +41,30 @@ SERVICE_PORT = 8090
 TOKEN_ENV = "SAMPLETRACK_TOKEN"
 READ_TOKEN_ENV = "SAMPLETRACK_READ_TOKEN"
 TOKENS_FILE = "tokens.env"
+#: --writer -> what the summary calls it
+WRITERS = {
+    "nexus": "NexusWriter (blisswriter's external Tango writer, as on a beamline)",
+    "hdf5": "BLISS's in-process hdf5 writer",
+}
+
+
+def _start_nexus_writer(beacon_host: str, workdir: Path) -> Any:
+    """blisswriter's NexusWriter for the demo session (a Tango database, the writer's device
+    server), started before the session so that its first scan is written; ``TANGO_HOST`` set in
+    this process, where BLISS looks the writer up at each scan."""
+    from bliss_sampletrack.testbed.nexus_writer import NexusWriterBed, external_writer_unavailable_reason
+
+    reason = external_writer_unavailable_reason()
+    if reason is not None:
+        raise SystemExit(f"sampletrack demo: {reason}; run it with --writer hdf5")
+    _progress("starting blisswriter's NexusWriter (a Tango database and the writer's device server)")
+    bed = NexusWriterBed(beacon_host, SESSION, workdir / "nexus_writer")
+    bed.start()
+    os.environ.update(bed.client_env)
+    _progress(
+        "NexusWriter ON in " + ", ".join(f"{piece} {seconds:.1f} s" for piece, seconds in bed.timings.items())
+    )
+    return bed
 
 
 def _progress(message: str) -> None:
@@ -88,6 +113,7 @@ def run_demo(
     keep: bool = False,
     shell: bool = False,
     summary_json: Path | None = None,
+    writer: str = "nexus",
 ) -> dict[str, Any] | None:
     from bliss_sampletrack.demo.service_process import ServiceProcess
     from bliss_sampletrack.testbed.beacon import running_beacon
@@ -111,33 +137,58 @@ def run_demo(
     try:
         first = BEACON_BASE_PORT + port_offset
         _progress(f"starting beacon-server and its Redis on ports {first}-{first + 3}")
-        with running_beacon(workdir / "beacon", tree, base_port=BEACON_BASE_PORT + port_offset) as server:
+        with (
+            running_beacon(workdir / "beacon", tree, base_port=BEACON_BASE_PORT + port_offset) as server,
+            contextlib.ExitStack() as stack,
+        ):
             # for the tracker of this process (and the shell's): set after beacon and its Redis
             # started, so that their environment does not hold it (the service's neither, see
             # ServiceProcess)
             os.environ[TOKEN_ENV] = token
+            bed = None
+            if writer == "nexus":
+                bed = _start_nexus_writer(server.host, workdir)
+                stack.callback(bed.stop)
             if shell:
                 _progress(f"opening a BLISS shell on session {SESSION!r}; exit it to stop the demo")
                 subprocess.run(
                     [str(Path(sys.executable).parent / "bliss"), "-s", SESSION, "--no-tmux"],
-                    env={**os.environ, "BEACON_HOST": server.host},
+                    env={**os.environ, "BEACON_HOST": server.host, **(bed.client_env if bed else {})},
                     check=False,
                 )
                 return None
             _progress(f"setting up the BLISS session {SESSION!r} (tracker, changer, reader)")
             session = open_session(server, SESSION, workdir / "data")
-            # BLISS 2.0.3's pyicat-plus predates the SampleChanger/SampleTracking ICAT fields and
-            # warns at every scan that they are unknown (they still reach scan_info and Redis)
-            logging.getLogger("pyicat_plus.metadata.nexus").setLevel(logging.ERROR)
             try:
                 from bliss_sampletrack.demo import summary as report
                 from bliss_sampletrack.demo.sequence import run_sequence
 
-                demo_log = run_sequence(session, workdir / "data", service.stop, service.start, _progress)
+                written = None
+                if bed is not None:
+                    nexus = bed
+
+                    def written(scan: Any) -> float:
+                        info = scan.scan_info
+                        return nexus.wait_scan_written(
+                            info["filename"], info["scan_nb"], scan_name=scan.identifier
+                        )
+
+                demo_log = run_sequence(
+                    session,
+                    workdir / "data",
+                    service.stop,
+                    service.start,
+                    _progress,
+                    writer=writer,
+                    written=written,
+                )
                 _progress("reading everything back from Redis, the HDF5 files and the service")
                 summary = report.build(
                     demo_log, server.redis_data_url, SESSION, service.api_url, read_token, BEAMLINE
                 )
+                summary["writer"] = WRITERS[writer]
+                if bed is not None:
+                    summary["writer_start_s"] = round(sum(bed.timings.values()), 2)
             finally:
                 session.close()
             timeline = f"{service.api_url}/ui/?beamline={BEAMLINE}"
@@ -181,6 +232,13 @@ def main(argv: list[str] | None = None) -> int:
         "--shell", action="store_true", help="open an interactive BLISS shell instead of the scripted run"
     )
     parser.add_argument("--summary-json", type=Path, help="also write the summary as JSON to this file")
+    parser.add_argument(
+        "--writer",
+        choices=sorted(WRITERS),
+        default="nexus",
+        help="nexus: blisswriter's external NexusWriter, as beamlines save (default); "
+        "hdf5: BLISS's in-process writer (no Tango)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
@@ -191,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         keep=args.keep,
         shell=args.shell,
         summary_json=args.summary_json,
+        writer=args.writer,
     )
     if summary is None:
         return 0 if args.shell else 1

@@ -29,6 +29,7 @@ class ScanRecord:
     title: str
     filename: str
     tag: dict[str, Any]  # scan_info["sample"] as the session saw it
+    writer_wait_s: float | None = None  # the external writer: seconds until its file was complete
 
 
 @dataclass
@@ -43,7 +44,13 @@ def run_sequence(
     stop_service: Callable[[], None],
     start_service: Callable[[], None],
     progress: Callable[[str], None],
+    *,
+    writer: str = "hdf5",
+    written: Callable[[Any], float] | None = None,
 ) -> DemoLog:
+    """The sequence, saving with ``writer`` ("nexus": blisswriter's external NexusWriter, then
+    ``written(scan)`` waits for each scan's file to be complete and returns the seconds waited;
+    "hdf5": BLISS's in-process writer)."""
     from bliss.common.scans import ascan, loopscan
 
     from bliss_sampletrack.tagging import data_policy
@@ -56,8 +63,11 @@ def run_sequence(
         for run in runs:
             scan = run()
             info = scan.scan_info
+            waited = written(scan) if written is not None else None
             record.scans.append(
-                ScanRecord(step, info["scan_nb"], info["title"], info["filename"], dict(info["sample"]))
+                ScanRecord(
+                    step, info["scan_nb"], info["title"], info["filename"], dict(info["sample"]), waited
+                )
             )
             tag = info["sample"]
             shown = tag.get("name") or tag.get("barcode") or f"{tag['state']}: {tag.get('reason', '')}"
@@ -67,10 +77,11 @@ def run_sequence(
         record.notes.append(text)
         progress(f"  {text}")
 
-    progress(f"ESRF data policy: proposal {PROPOSAL}, beamline {BEAMLINE}")
+    progress(f"ESRF data policy: proposal {PROPOSAL}, beamline {BEAMLINE}, writer {writer!r}")
     data_policy.enable_policy(
         session,
         beamline=BEAMLINE,
+        writer=writer,
         inhouse_data_root=data_root / "inhouse",
         visitor_data_root=data_root / "visitor",
         tmp_data_root=data_root / "tmp",

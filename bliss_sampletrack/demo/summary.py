@@ -3,9 +3,10 @@ file (h5py), and the events the tracking service stored (its REST API), side by 
 
 Caveat: under the ESRF data policy, BLISS's writer also writes the dataset's ICAT ``Sample_*``
 fields into ``/<n>.1/sample``, after the tracker's tag: ``sample/name`` is then ICAT's
-``Sample_name``, which the tracker sets to the sample's name (or barcode) and which BLISS falls
-back to the collection name for when nothing is mounted. So "agree" compares the keys the
-tracker's tag has; the HDF5 ``name`` of a scan without a sample is reported apart.
+``Sample_name``, which the tracker sets to the sample's name (or barcode), or to "no sample
+mounted" when nothing is. So "agree" compares the keys the tracker's tag has; the HDF5 ``name``
+of a scan without a sample is reported apart. The writer (``--writer``) is named in the summary:
+with the NexusWriter, each scan's file is read once the writer says SUCCEEDED.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ def build(
                 "title": scan.title,
                 "dataset": Path(scan.filename).parent.name,
                 "filename": scan.filename,
+                "writer_wait_s": scan.writer_wait_s,
                 "redis": {k: in_redis.get(k) for k in TAG_KEYS},
                 "hdf5": {k: in_file.get(k) for k in TAG_KEYS},
                 # the tag's own keys must match; see the module's caveat for the HDF5 'name'
@@ -110,6 +112,10 @@ def build(
 
 
 def print_summary(summary: dict[str, Any], timeline_url: str) -> None:
+    print(
+        f"\nWriter: {summary.get('writer', '?')}"
+        + (f", started in {summary['writer_start_s']} s" if summary.get("writer_start_s") is not None else "")
+    )
     print("\nScans and their sample tags (read back from Redis and from the HDF5 file):")
     print(
         f"  {'scan':>4}  {'title':28} {'state':8} {'sample (Redis)':18} {'sample (HDF5)':18} {'pos':5} agree"
@@ -124,7 +130,7 @@ def print_summary(summary: dict[str, Any], timeline_url: str) -> None:
             f"{'yes' if s['agree'] else 'NO'}"
         )
     print("  (HDF5 'sample/name' under the ESRF data policy is ICAT's Sample_name: with no sample mounted,")
-    print("   BLISS writes the collection's name there; the tag's 'state' says there is no sample.)")
+    print("   the tracker sets it to 'no sample mounted'; the tag's 'state' says the same.)")
     print("\nWhat happened along the way:")
     for note in summary["notes"]:
         print(f"  - {note}")

@@ -58,8 +58,12 @@ How BLISS does it, per version (2.0.3 = ``.venv``, 2.4.0 = ``.venv-bliss2.4``):
   2.0.3 has pyicat_plus 0.1.10, whose definitions lack every ``SampleChanger_*`` and
   ``SampleTracking*`` field (``dataset["SampleChanger_name"] = ...`` raises KeyError "... is not a
   valid ICAT field"); 2.4 (pyicat_plus 3.1, icat-esrf-definitions 3.8) knows all of them. This
-  module therefore writes the plugin's own fields (``ICAT_SAMPLE_FIELDS``) itself, in both
-  versions, and lets BLISS validate any other name.
+  module therefore sets, of the plugin's own fields (``ICAT_SAMPLE_FIELDS``), only those the
+  installed definitions accept (:func:`supported_sample_fields`, found once per session), and
+  says once, in one log line, which it leaves out: a field the definitions lack would make the
+  HDF5 writer log ``"<field> not a valid ICAT field"`` at every scan and ICAT drop it anyway. The
+  values left out stay in each scan's sample tag (``scan_info["sample"]``, the NXsample group).
+  Any other name is validated by BLISS.
 - Snapshot: at scan preparation, when ``scan_saving.data_policy == "ESRF"`` (saved or not), both
   versions copy ``scan_saving.dataset.get_current_icat_metadata()`` into
   ``scan_info["dataset_metadata_snapshot"]`` (same key; also in Redis through blissdata). The
@@ -227,11 +231,46 @@ def snapshot_fields(scan_info: Mapping[str, Any], names: tuple[str, ...] | None 
 # --- writing --------------------------------------------------------------------------------------
 
 
+#: session name -> the plugin's fields its ICAT definitions accept (found once per session)
+_SUPPORTED: dict[str, tuple[str, ...]] = {}
+
+
+def supported_sample_fields(session: Session) -> tuple[str, ...]:
+    """The plugin's ICAT fields (``ICAT_SAMPLE_FIELDS``) that this BLISS's ICAT definitions
+    accept; the first call per session logs, once, which are left out."""
+    known = _SUPPORTED.get(session.name)
+    if known is None:
+        dataset = _current_dataset(session)
+        known = tuple(name for name in ICAT_SAMPLE_FIELDS if _bliss_knows(dataset, name))
+        _SUPPORTED[session.name] = known
+        left_out = [name for name in ICAT_SAMPLE_FIELDS if name not in known]
+        if left_out:
+            log.warning(
+                "session %r: the ICAT definitions of this BLISS (pyicat-plus %s) have no field %s: "
+                "not set on datasets; each scan's sample tag (scan_info['sample'], the HDF5 NXsample "
+                "group) still carries these values",
+                session.name,
+                _pyicat_plus_version(),
+                ", ".join(left_out),
+            )
+    return known
+
+
+def _pyicat_plus_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pyicat-plus")
+    except PackageNotFoundError:
+        return "not installed"
+
+
 def set_dataset_fields(session: Session, fields: Mapping[str, str | None]) -> None:
     """Set ICAT fields on the current dataset; ``None`` removes a field from it.
 
-    Names: the plugin's sample fields (``ICAT_SAMPLE_FIELDS``, written by this module in both
-    versions, see the module docstring) or any name BLISS's ICAT definitions accept. Every name is
+    Names: the plugin's sample fields (``ICAT_SAMPLE_FIELDS``: those the installed definitions
+    lack are left out, see :func:`supported_sample_fields`) or any name BLISS's ICAT definitions
+    accept. Every name is
     checked before anything is written: an unknown one raises
     :class:`~bliss_sampletrack.errors.ConfigurationError` (a ValueError) naming it, and nothing
     changes. A value that is neither str nor None raises TypeError.
@@ -258,6 +297,10 @@ def set_dataset_fields(session: Session, fields: Mapping[str, str | None]) -> No
             f"ICAT dataset {dataset.name!r} is already closed: its fields are frozen; "
             "start a new dataset first (new_dataset)"
         )
+    supported = supported_sample_fields(session)
+    fields = {
+        name: value for name, value in fields.items() if name in supported or name not in ICAT_SAMPLE_FIELDS
+    }
     to_set = {name: value for name, value in fields.items() if value is not None}
     if to_set:
         # not dataset[name] = value: BLISS 2.0.3 refuses the SampleChanger/SampleTracking names
