@@ -9,13 +9,20 @@ Two scans are measured: ``loopscan(N, 0)`` (no counting time: the worst case, wh
 nothing but bookkeeping) and ``loopscan(N, 0.1)`` (a short counting scan, closer to real use).
 Also printed: the time of the tag callable itself (the plugin's own code, without BLISS's writer).
 
-Usage: .venv/bin/python benchmarks/tagging_overhead.py [--scans 50] [--points 10] [--json FILE]
+``--writer nexus`` (default; the production path, judged against the target): scans are saved
+by blisswriter's external NexusWriter (``testbed/nexus_writer.py``), as on a beamline;
+``--writer hdf5``: by BLISS's in-process writer (its NXsample group written in this process).
+
+Usage: .venv/bin/python benchmarks/tagging_overhead.py [--writer nexus|hdf5] [--scans 50] [--points 10]
+       [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -23,6 +30,7 @@ from pathlib import Path
 
 from bliss_sampletrack.testbed.beacon import running_beacon
 from bliss_sampletrack.testbed.config_tree import DEMO_SESSION
+from bliss_sampletrack.testbed.nexus_writer import NexusWriterBed, external_writer_unavailable_reason
 from bliss_sampletrack.testbed.session import open_session
 
 TARGET = 1.02
@@ -34,12 +42,20 @@ def main() -> int:
     )
     parser.add_argument("--scans", type=int, default=50, help="scans on each side (default 50)")
     parser.add_argument("--points", type=int, default=10, help="points per loopscan (default 10)")
+    parser.add_argument("--writer", choices=("nexus", "hdf5"), default="nexus")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="sampletrack-bench-"))
-    with running_beacon(work / "beacon") as server:
+    with running_beacon(work / "beacon") as server, contextlib.ExitStack() as stack:
+        if args.writer == "nexus":
+            reason = external_writer_unavailable_reason()
+            if reason is not None:
+                raise SystemExit(f"tagging_overhead: {reason}; use --writer hdf5")
+            bed = stack.enter_context(NexusWriterBed(server.host, DEMO_SESSION, work / "nexus_writer"))
+            os.environ.update(bed.client_env)  # BLISS looks the writer up at each scan
         session = open_session(server, DEMO_SESSION, work / "data")
+        session.scan_saving.writer = args.writer
         try:
             from bliss.common.scans import loopscan
             from bliss.config.static import get_config
@@ -74,9 +90,17 @@ def main() -> int:
         finally:
             session.close()
 
-    figures: dict[str, object] = {"scans_each": args.scans, "points": args.points, "target": TARGET}
+    figures: dict[str, object] = {
+        "scans_each": args.scans,
+        "points": args.points,
+        "target": TARGET,
+        "writer": args.writer,
+    }
     figures["tag_callable_us"] = callable_us
-    print(f"tagging overhead: loopscan({args.points}, t), {args.scans} scans each side, interleaved")
+    print(
+        f"tagging overhead, writer {args.writer!r}: loopscan({args.points}, t), {args.scans} scans each "
+        "side, interleaved"
+    )
     for count_time, timings in results.items():
         on, off = statistics.median(timings[True]), statistics.median(timings[False])
         ratio = on / off
