@@ -14,11 +14,16 @@ Everything is real but the Redis server: the engine (:class:`~bliss_sampletrack.
 Tracker`) with its state machine, persistence (one transaction per change), lease and checks;
 the simulated changer and the link that records it. ``redis=`` takes a real client instead of
 fakeredis (``pip install fakeredis``, in the ``test`` extra).
+
+Small helpers the plugin's tests share (each was written in several test files):
+:func:`summary` (events as ``(type, barcode, status)``), :func:`as_text` (an HDF5 value as text),
+:func:`wait_for` (a condition, cooperatively); and, for tests in a real BLISS session,
+:func:`clear_tracker_keys` and :func:`last_scan_info` (they import BLISS / blissdata when called).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,3 +104,43 @@ def changer_bench(
     tracker = engine(samples=samples, **options)
     link = link_changer(tracker, changer, name="sc_link", check_presence=check_presence)
     return ChangerBench(tracker, changer, link)
+
+
+def summary(events: Iterable[Event]) -> list[tuple[str, str | None, str]]:
+    """``(type, barcode, status)`` of each event, in order: what most assertions compare."""
+    return [(str(e.type), e.sample.barcode, str(e.status)) for e in events]
+
+
+def as_text(value: Any) -> Any:
+    """``value`` decoded if it is bytes (as h5py reads strings), else as it is."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> None:
+    """Poll ``condition`` every 50 ms (gevent-cooperatively) until it is true; after ``timeout``
+    seconds raise AssertionError naming ``what`` was waited for."""
+    import gevent
+
+    with gevent.Timeout(timeout, AssertionError(f"timed out after {timeout:g} s waiting for {what}")):
+        while not condition():
+            gevent.sleep(0.05)
+
+
+def clear_tracker_keys(name: str = "tracker") -> None:
+    """Delete tracker ``name``'s keys and every outbox from beacon's Redis (a BLISS session's)."""
+    from bliss.config.conductor.client import get_redis_proxy
+
+    redis = get_redis_proxy()
+    for pattern in (f"sampletrack:{name}:*", "sampletrack:outbox:*"):
+        for key in redis.scan_iter(pattern):
+            redis.delete(key)
+
+
+def last_scan_info(redis_data_url: str) -> dict[str, Any]:
+    """The last scan's ``scan_info`` from beacon's data Redis, through a fresh blissdata client (as
+    a process outside the session reads it)."""
+    from blissdata.redis_engine.store import DataStore
+
+    store = DataStore(redis_data_url)
+    _, key = store.get_last_scan()
+    return dict(store.load_scan(key).info)
