@@ -144,3 +144,13 @@ def last_scan_info(redis_data_url: str) -> dict[str, Any]:
     store = DataStore(redis_data_url)
     _, key = store.get_last_scan()
     return dict(store.load_scan(key).info)
+
+
+def icat_fields_as_set(session: Any, expected: dict[str, str]) -> dict[str, str]:
+    """Of ``expected`` ICAT sample fields, those this stack's ICAT definitions accept: what a
+    dataset (and a scan's ``dataset_metadata_snapshot``) then holds. BLISS 2.0.3's pyicat-plus
+    accepts ``Sample_name`` only; 2.4 all (``data_policy.supported_sample_fields``)."""
+    from bliss_sampletrack.tagging import data_policy
+
+    names = data_policy.supported_sample_fields(session)
+    return {key: value for key, value in expected.items() if key in names}

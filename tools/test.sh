@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on both supported BLISS stacks. Sets up its environments on first use
 # (virtual environments from PyPI; PostgreSQL and Chromium from the distribution when missing).
-#   stage 0: ruff (lint) on the default stack
+#   stage 0: ruff (lint) and lint-imports (the layers) on the default stack
 #   stage 1: every test on BLISS 2.0.3 (.venv/), which runs as published on PyPI
 #   stage 2: every test again on BLISS 2.4.0 (.venv-bliss2.4/: its gevent, redis-py, blissdata),
 #            the real-BLISS ones through the test bed's compatibility layer
@@ -29,8 +29,9 @@ else
 fi
 
 status=0
-echo "== stage 0: ruff"
+echo "== stage 0: ruff, and the layers (lint-imports: pyproject's import-linter contracts)"
 .venv/bin/ruff check bliss_sampletrack tests benchmarks tools || status=1
+.venv/bin/lint-imports --no-cache || status=1
 if [[ $unit -eq 1 ]]; then
   echo "== stage 1: the unit tier (tests/unit) on BLISS 2.0.3"
   .venv/bin/python -m pytest tests/unit "$@" || status=1

@@ -9,6 +9,7 @@ All tests share one proposal (on BLISS 2.0.3 leaving a proposal that has saved d
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,12 @@ FIELDS = {
     "SampleTrackingContainer_name": "puck 42",
     "SampleTrackingContainer_position": "7",
 }
+
+
+def supported(session: Any) -> dict[str, str]:
+    """The FIELDS this stack's ICAT definitions accept (all on 2.4; Sample_name on 2.0.3)."""
+    names = data_policy.supported_sample_fields(session)
+    return {key: value for key, value in FIELDS.items() if key in names}
 
 
 def _loopscan(session: Any) -> Any:
@@ -80,16 +87,21 @@ def test_sample_fields_reach_the_scan_and_redis(
     assert dataset == "0001"
 
     data_policy.set_dataset_fields(bliss_session, FIELDS)
-    assert data_policy.snapshot_fields(
-        {data_policy.SNAPSHOT_KEY: data_policy.dataset_fields(bliss_session)}, ICAT_SAMPLE_FIELDS
-    ) == dict(FIELDS)
+    expected = supported(bliss_session)
+    assert "Sample_name" in expected
+    assert (
+        data_policy.snapshot_fields(
+            {data_policy.SNAPSHOT_KEY: data_policy.dataset_fields(bliss_session)}, ICAT_SAMPLE_FIELDS
+        )
+        == expected
+    )
     scan = _loopscan(bliss_session)
 
-    assert data_policy.snapshot_fields(scan.scan_info, ICAT_SAMPLE_FIELDS) == FIELDS
+    assert data_policy.snapshot_fields(scan.scan_info, ICAT_SAMPLE_FIELDS) == expected
     assert "startDate" in data_policy.snapshot_fields(scan.scan_info)  # BLISS's own fields are kept
     info = last_scan_info(beacon.redis_data_url)
     assert info["data_policy"] == "ESRF"
-    assert data_policy.snapshot_fields(info, ICAT_SAMPLE_FIELDS) == FIELDS
+    assert data_policy.snapshot_fields(info, ICAT_SAMPLE_FIELDS) == expected
     filename = Path(scan.scan_info["filename"])
     assert filename.is_relative_to(policy_root / "visitor" / PROPOSAL / "demo")
     assert filename.parent.name == f"{esrf.collection_name}_{dataset}"
@@ -100,8 +112,10 @@ def test_a_removed_field_is_gone_from_the_next_scan(
     beacon: BeaconServer, bliss_session: Any, esrf: Any
 ) -> None:
     data_policy.set_dataset_fields(bliss_session, FIELDS)
+    changer_known = "SampleChanger_position" in supported(bliss_session)
     first = data_policy.snapshot_fields(_loopscan(bliss_session).scan_info)
-    assert first["SampleChanger_position"] == "3"
+    assert first["Sample_name"] == "lysozyme-A1"
+    assert first.get("SampleChanger_position") == ("3" if changer_known else None)
 
     data_policy.set_dataset_fields(bliss_session, {"SampleChanger_position": None, "Sample_name": None})
     data_policy.set_dataset_fields(bliss_session, {"SampleTrackingParcel_id": None})  # twice: no error
@@ -110,7 +124,7 @@ def test_a_removed_field_is_gone_from_the_next_scan(
     second = data_policy.snapshot_fields(last_scan_info(beacon.redis_data_url))
     assert "SampleChanger_position" not in second
     assert "SampleTrackingParcel_id" not in second
-    assert second["SampleChanger_name"] == "demo_changer"
+    assert second.get("SampleChanger_name") == ("demo_changer" if changer_known else None)
     # the dataset's own Sample_name is gone: the collection's (its name) shows through
     assert second["Sample_name"] == esrf.collection_name
 
@@ -127,25 +141,26 @@ def test_a_new_dataset_has_a_new_name_and_none_of_the_old_fields(bliss_session: 
     # the old dataset is closed, its fields frozen
     assert old_dataset.is_closed
     frozen = old_dataset.get_current_icat_metadata()
-    assert {key: frozen[key] for key in FIELDS} == FIELDS
+    expected = supported(bliss_session)
+    assert {key: frozen[key] for key in FIELDS if key in frozen} == expected
     assert "endDate" in frozen
     current = data_policy.dataset_fields(bliss_session)
     assert not set(current) & (set(ICAT_SAMPLE_FIELDS) - {"Sample_name"})
     assert current["Sample_name"] == esrf.collection_name
     after = _loopscan(bliss_session)
-    assert data_policy.snapshot_fields(before.scan_info, ICAT_SAMPLE_FIELDS) == FIELDS
+    assert data_policy.snapshot_fields(before.scan_info, ICAT_SAMPLE_FIELDS) == expected
     assert data_policy.snapshot_fields(after.scan_info, ICAT_SAMPLE_FIELDS) == {
         "Sample_name": esrf.collection_name
     }
 
     assert data_policy.new_dataset(bliss_session, "mounted") == "mounted"
-    data_policy.set_dataset_fields(bliss_session, {"SampleChanger_name": "kept"})
+    data_policy.set_dataset_fields(bliss_session, {"Sample_name": "kept"})
     # no scan saved in it: BLISS does not close it, and its name is still free: same dataset again
     assert data_policy.new_dataset(bliss_session, "mounted") == "mounted"
-    assert data_policy.dataset_fields(bliss_session)["SampleChanger_name"] == "kept"
+    assert data_policy.dataset_fields(bliss_session)["Sample_name"] == "kept"
     numbered = data_policy.new_dataset(bliss_session)
     assert numbered == "0003"  # 0001 and 0002 have data on disk
-    assert "SampleChanger_name" not in data_policy.dataset_fields(bliss_session)
+    assert data_policy.dataset_fields(bliss_session)["Sample_name"] == esrf.collection_name
     assert data_policy.new_dataset(bliss_session) == numbered
 
 
@@ -196,3 +211,26 @@ def test_policy_enabled_puts_the_session_back(bliss_session: Any, policy_root: P
     with pytest.raises(ConfigurationError, match="data_rooot"):
         data_policy.enable_policy(bliss_session, data_rooot=policy_root)
     assert not data_policy.policy_active(bliss_session)
+
+
+def test_fields_the_icat_definitions_lack_are_said_once_and_never_warned_per_scan(
+    bliss_session: Any, esrf: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ICAT field hygiene: only the fields this BLISS's definitions accept are set; the others are
+    named in one warning per session (pyicat-plus 0.1.10 on 2.0.3 lacks SampleChanger_* and
+    SampleTracking*), and no scan logs "not a valid ICAT field"."""
+    names = data_policy.supported_sample_fields(bliss_session)
+    lacking = [name for name in ICAT_SAMPLE_FIELDS if name not in names]
+    caplog.set_level(logging.WARNING)
+    data_policy._SUPPORTED.pop(bliss_session.name, None)  # as at the session's first dataset
+    for _ in range(3):
+        data_policy.set_dataset_fields(bliss_session, FIELDS)
+        _loopscan(bliss_session)
+    said = [r for r in caplog.records if "have no field" in r.getMessage()]
+    if lacking:
+        assert len(said) == 1 and all(name in said[0].getMessage() for name in lacking)
+        assert "sample tag" in said[0].getMessage()
+    else:
+        assert said == []
+    assert not [r for r in caplog.records if "not a valid ICAT field" in r.getMessage()]
+    assert set(data_policy.dataset_fields(bliss_session)) & set(ICAT_SAMPLE_FIELDS) == set(names)
