@@ -178,6 +178,10 @@ def test_demo_command_summary_matches_redis_hdf5_and_service(demo: DemoRun, tmp_
     notes = " ".join(summary["notes"])
     assert "no-read refused" in notes and "UNK-0042" in notes and "dropped" in notes and "pending" in notes
     assert "Timeline page of the tracking service" in printed
+    # the production writer by default: blisswriter's NexusWriter wrote every file
+    assert summary["writer"].startswith("NexusWriter") and "Writer: NexusWriter" in printed
+    assert 0 < summary["writer_start_s"] < 30
+    assert all(s["writer_wait_s"] is not None for s in scans)
 
     # Redis, read here with a fresh blissdata client (the servers are kept running)
     from blissdata.redis_engine.store import DataStore
@@ -193,6 +197,7 @@ def test_demo_command_summary_matches_redis_hdf5_and_service(demo: DemoRun, tmp_
         with h5py.File(scan["filename"], "r", locking=False) as h5:
             group = h5[f"{scan['scan_nb']}.1/sample"]
             assert as_text(group["state"][()]) == tag["state"]
+            assert as_text(h5[f"{scan['scan_nb']}.1/writer/status"][()]) == "SUCCEEDED"
             if "barcode" in tag:
                 assert as_text(group["barcode"][()]) == tag["barcode"]
 
