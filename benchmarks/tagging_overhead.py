@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -30,7 +29,7 @@ from pathlib import Path
 
 from bliss_sampletrack.testbed.beacon import running_beacon
 from bliss_sampletrack.testbed.config_tree import DEMO_SESSION
-from bliss_sampletrack.testbed.nexus_writer import NexusWriterBed, external_writer_unavailable_reason
+from bliss_sampletrack.testbed.nexus_writer import writer_for_session
 from bliss_sampletrack.testbed.session import open_session
 
 TARGET = 1.02
@@ -49,11 +48,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="sampletrack-bench-"))
     with running_beacon(work / "beacon") as server, contextlib.ExitStack() as stack:
         if args.writer == "nexus":
-            reason = external_writer_unavailable_reason()
-            if reason is not None:
-                raise SystemExit(f"tagging_overhead: {reason}; use --writer hdf5")
-            bed = stack.enter_context(NexusWriterBed(server.host, DEMO_SESSION, work / "nexus_writer"))
-            os.environ.update(bed.client_env)  # BLISS looks the writer up at each scan
+            stack.enter_context(writer_for_session(server.host, DEMO_SESSION, work / "nexus_writer"))
         session = open_session(server, DEMO_SESSION, work / "data")
         session.scan_saving.writer = args.writer
         try:

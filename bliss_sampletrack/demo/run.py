@@ -48,19 +48,20 @@ WRITERS = {
 }
 
 
-def _start_nexus_writer(beacon_host: str, workdir: Path) -> Any:
+def _start_nexus_writer(stack: contextlib.ExitStack, beacon_host: str, workdir: Path) -> Any:
     """blisswriter's NexusWriter for the demo session (a Tango database, the writer's device
     server), started before the session so that its first scan is written; ``TANGO_HOST`` set in
-    this process, where BLISS looks the writer up at each scan."""
-    from bliss_sampletrack.testbed.nexus_writer import NexusWriterBed, external_writer_unavailable_reason
+    this process, where BLISS looks the writer up at each scan; stopped with ``stack``."""
+    from bliss_sampletrack.errors import TestBedError
+    from bliss_sampletrack.testbed.nexus_writer import writer_for_session
 
-    reason = external_writer_unavailable_reason()
-    if reason is not None:
-        raise SystemExit(f"sampletrack demo: {reason}; run it with --writer hdf5")
     _progress("starting blisswriter's NexusWriter (a Tango database and the writer's device server)")
-    bed = NexusWriterBed(beacon_host, SESSION, workdir / "nexus_writer")
-    bed.start()
-    os.environ.update(bed.client_env)
+    try:
+        bed = stack.enter_context(
+            writer_for_session(beacon_host, SESSION, workdir / "nexus_writer", use_instead="--writer hdf5")
+        )
+    except TestBedError as exc:
+        raise SystemExit(f"sampletrack demo: {exc}") from None
     _progress(
         "NexusWriter ON in " + ", ".join(f"{piece} {seconds:.1f} s" for piece, seconds in bed.timings.items())
     )
@@ -147,8 +148,7 @@ def run_demo(
             os.environ[TOKEN_ENV] = token
             bed = None
             if writer == "nexus":
-                bed = _start_nexus_writer(server.host, workdir)
-                stack.callback(bed.stop)
+                bed = _start_nexus_writer(stack, server.host, workdir)
             if shell:
                 _progress(f"opening a BLISS shell on session {SESSION!r}; exit it to stop the demo")
                 subprocess.run(

@@ -54,6 +54,7 @@ import in a child process of the same interpreter, not by version numbers.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import logging
@@ -63,7 +64,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -561,3 +562,27 @@ def wait_scan_written(
                 f"scan {scan_number} of {path} not written after {timeout:.0f} s (last seen: {last})"
             )
         _sleep(0.05)
+
+
+@contextlib.contextmanager
+def writer_for_session(
+    beacon_host: str, session: str, workdir: Path, *, use_instead: str = "--writer hdf5"
+) -> Iterator[NexusWriterBed]:
+    """The NexusWriter of ``session``, running, with ``TANGO_HOST`` in this process's environment
+    (BLISS looks the writer up at every scan) until the block ends; then stopped and the
+    environment put back. On a stack without an external writer: :class:`TestBedError` with the
+    reason and ``use_instead`` (what the caller offers instead)."""
+    reason = external_writer_unavailable_reason()
+    if reason is not None:
+        raise TestBedError(f"{reason}; use {use_instead}")
+    with NexusWriterBed(beacon_host, session, workdir) as bed:
+        previous = {name: os.environ.get(name) for name in bed.client_env}
+        os.environ.update(bed.client_env)
+        try:
+            yield bed
+        finally:
+            for name, value in previous.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value

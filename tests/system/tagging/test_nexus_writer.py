@@ -9,7 +9,6 @@ release fixes it the skip says so.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +18,11 @@ import pytest
 
 from bliss_sampletrack.testbed.beacon import BeaconServer
 from bliss_sampletrack.testbed.config_tree import DEMO_SESSION
-from bliss_sampletrack.testbed.nexus_writer import NexusWriterBed, external_writer_unavailable_reason
+from bliss_sampletrack.testbed.nexus_writer import (
+    NexusWriterBed,
+    external_writer_unavailable_reason,
+    writer_for_session,
+)
 from bliss_sampletrack.testing import last_scan_info
 from bliss_sampletrack.tracker.controller import SampleTracker
 
@@ -34,16 +37,8 @@ def nexus_writer(
     reason = external_writer_unavailable_reason()
     if reason is not None:
         pytest.skip(reason)
-    with NexusWriterBed(beacon.host, DEMO_SESSION, tmp_path_factory.mktemp("nexus_writer")) as bed:
-        previous = os.environ.get("TANGO_HOST")
-        os.environ.update(bed.client_env)  # BLISS looks the writer up at every scan
-        try:
-            yield bed
-        finally:
-            if previous is None:
-                os.environ.pop("TANGO_HOST", None)
-            else:
-                os.environ["TANGO_HOST"] = previous
+    with writer_for_session(beacon.host, DEMO_SESSION, tmp_path_factory.mktemp("nexus_writer")) as bed:
+        yield bed
 
 
 @pytest.fixture
