@@ -116,16 +116,15 @@ def status_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg, outbox, redis = _connect(args)
-        from bliss_sampletrack.delivery.clients import described_from_config
-        from bliss_sampletrack.delivery.manager import client_status
+        from bliss_sampletrack.delivery.clients import clients_from_config
+        from bliss_sampletrack.delivery.manager import DeliveryManager
         from bliss_sampletrack.tracker.store import RedisTrackerStore, TrackerLease
 
         store = RedisTrackerStore(redis, args.tracker, outbox)
         snapshot = store.load()
         lease = TrackerLease(redis, args.tracker, "sampletrack status")  # only read, never taken
         holder, claim_ms = lease.current(), redis.pttl(lease.key)
-        # from Redis and the YAML's names alone: status needs no secret (no client is built)
-        statuses = [client_status(outbox, name, text) for name, text in described_from_config(cfg)]
+        manager = DeliveryManager(outbox, clients_from_config(cfg))
     except SampleTrackError as exc:
         print(f"sampletrack status: {exc}", file=sys.stderr)
         return 2
@@ -144,6 +143,7 @@ def status_main(argv: list[str] | None = None) -> int:
         print(f"owner: {holder.describe()}{expires}")
     for event in store.history(5):
         print(f"  {event.occurred_at.isoformat()} {event.type} {event.status} {event.sample.label}")
+    statuses = manager.status()
     if not statuses:
         print(f"delivery: none configured ({outbox.pending()} event(s) kept in the outbox)")
     for status in statuses:

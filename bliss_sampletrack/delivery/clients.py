@@ -96,22 +96,3 @@ def clients_from_config(cfg: Any) -> list[DeliveryClient]:
     if len(set(names)) != len(names):
         raise cfg.error("delivery", f"client names must be unique, got {names}")
     return clients
-
-
-def described_from_config(cfg: Any) -> list[tuple[str, str]]:
-    """``(name, description)`` of each client of a tracker's ``delivery`` list, read from the YAML
-    without building the clients: no secret is read (for ``sampletrack status``, a read). An entry
-    that is not a mapping is described as such, not refused: status still reports the rest."""
-    entries = cfg.config.get("delivery") or []
-    if isinstance(entries, str) or not hasattr(entries, "__iter__"):
-        return []
-    described = []
-    for entry in entries:
-        if not isinstance(entry, Mapping):
-            continue
-        kind = entry.get("type")
-        name = entry.get("name") or kind
-        url = entry.get("url")
-        where = f" {url}" if isinstance(url, str) else ""
-        described.append((str(name), f"{name}: {kind}{where}"))
-    return described

@@ -97,11 +97,6 @@ class Backoff:
         self.attempt = 0
 
 
-def delivery_lock(outbox: RedisStreamOutbox, client: str, ttl: int | float = LOCK_TTL_S) -> RedisLock:
-    """The lock that lets one deliverer at a time deliver ``outbox`` to ``client`` (by name)."""
-    return RedisLock(outbox.redis, f"{outbox.key}:lock:{client}", ttl)
-
-
 class Deliverer:
     """Delivers one outbox to one client. ``run()`` loops until ``stop()``; ``step()`` does one round."""
 
@@ -117,7 +112,7 @@ class Deliverer:
         self.outbox = outbox
         self.client = client
         self.backoff = backoff or Backoff()
-        self.lock = delivery_lock(outbox, client.name, lock_ttl)
+        self.lock = RedisLock(outbox.redis, f"{outbox.key}:lock:{client.name}", lock_ttl)
         self.on_progress = on_progress
         self.delivered = 0
         self.dead = 0
