@@ -70,6 +70,16 @@ def _bliss_redis_confs() -> tuple[Path, Path]:
     raise TestBedError(f"no redis.conf/redis_data.conf found under {root}")
 
 
+def log_tail(path: Path, lines: int, what: str = "log", empty: str = "") -> str:
+    """The last ``lines`` lines of a test-bed process's log file, for an error message; ``(no
+    <what>: <why>)`` when it cannot be read, ``empty`` when it has no line."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"(no {what}: {exc})"
+    return "\n".join(text.splitlines()[-lines:]) or empty
+
+
 @dataclass
 class BeaconServer:
     """A running beacon server; ``host`` is what ``BEACON_HOST`` must be set to."""
@@ -107,10 +117,7 @@ class BeaconServer:
         return f"redis://127.0.0.1:{self.redis_port}"
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError as exc:
-            return f"(no beacon log: {exc})"
+        return log_tail(self.log_path, lines, "beacon log")
 
     def stop(self) -> None:
         """SIGTERM the beacon's process group (it and its Redis children), then SIGKILL if needed;

@@ -71,6 +71,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from bliss_sampletrack.errors import TestBedError
+from bliss_sampletrack.testbed.beacon import log_tail
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +116,7 @@ def _child_env(**extra: str) -> dict[str, str]:
 
 
 def _log_tail(path: Path, lines: int = 30) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as exc:
-        return f"(no log: {exc})"
-    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+    return log_tail(path, lines, empty="(empty log)")
 
 
 @functools.cache

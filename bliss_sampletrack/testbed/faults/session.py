@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from bliss_sampletrack.errors import TestBedError
+from bliss_sampletrack.testbed.beacon import log_tail
 
 log = logging.getLogger(__name__)
 
@@ -289,10 +290,7 @@ class SessionDriver:
         return self.process is not None and self.process.poll() is None
 
     def stderr_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self._stderr_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError as exc:
-            return f"(no stderr: {exc})"
+        return log_tail(self._stderr_path, lines, "stderr")
 
     def steps(self, step: str) -> list[dict[str, Any]]:
         return [p for p in self.progress if p["step"] == step]
