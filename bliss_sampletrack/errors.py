@@ -46,6 +46,9 @@ nothing of the package: every layer imports it.
     │                                             keeps what it had, marked stale) -> check ICAT+
     ├── RetryLater                                a delivery call failed in a retryable way (the
     │                                             delivery loop's signal; never reaches a user)
+    ├── DeliveryLeaseLost                         another deliverer took over this one's lease (it
+    │                                             was paused or cut off past the lease); its
+    │                                             cursor write was refused -> nothing: it stands by
     └── TestBedError                              the test bed could not start BLISS/beacon/Redis
 
 Outside this tree, on purpose: the tracking service (its own process) has ``StorageError`` ->
@@ -194,12 +197,28 @@ class IcatPlusUnavailable(SampleTrackError):
 
 class RetryLater(SampleTrackError):
     """A delivery call failed as a whole in a way worth retrying; ``retry_after`` is the server's
-    hint (s); ``batch_too_large``: a 413, the loop halves the batch."""
+    hint (s); ``batch_too_large``: a 413, the loop halves the batch; ``unreachable``: no server
+    answered, or a gateway said the service is down (502/503/504), so the loop probes the
+    service's health and resumes as soon as it answers again."""
 
-    def __init__(self, message: str, retry_after: float | None = None, batch_too_large: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        retry_after: float | None = None,
+        batch_too_large: bool = False,
+        *,
+        unreachable: bool = False,
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.batch_too_large = batch_too_large
+        self.unreachable = unreachable
+
+
+class DeliveryLeaseLost(SampleTrackError):
+    """A deliverer's lease was taken over by another deliverer (this one was paused, cut off from
+    Redis, or its hub blocked past the lease's TTL): the outbox refused its cursor write (the
+    fencing check). Nothing is lost: the new holder delivers, and this one stands by."""
 
 
 class TestBedError(SampleTrackError):

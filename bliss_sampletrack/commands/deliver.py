@@ -4,8 +4,10 @@
 
 Both read the tracker's configuration from beacon (``--beacon HOST:PORT --tracker NAME``) and
 its outbox from beacon's Redis. ``deliver`` runs the same delivery loop as the session, under the
-same per-client Redis lock, so the two never deliver the same event concurrently: run it as a
-small daemon for when no session is running, or with ``--drain`` to empty the outbox once.
+same per-client Redis lease (delivery/lease.py), so the two never deliver the same event
+concurrently: run it as a small daemon beside the session (it stands by while the session
+delivers), or with ``--drain`` to empty the outbox once. ``status`` is a read: it builds no
+delivery client and so needs no secret.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import signal
 import sys
 from typing import Any
 
+from bliss_sampletrack.delivery.lease import MIN_LEASE_TTL_S
 from bliss_sampletrack.delivery.loop import LOCK_TTL_S
 from bliss_sampletrack.delivery.manager import progress_bar
 from bliss_sampletrack.errors import SampleTrackError
@@ -66,9 +69,9 @@ def deliver_main(argv: list[str] | None = None) -> int:
         help=f"seconds after which another deliverer takes over if this one dies (default {LOCK_TTL_S:g})",
     )
     args = parser.parse_args(argv)
-    if args.lock_ttl < 1.0:
+    if args.lock_ttl < MIN_LEASE_TTL_S:
         # renewed every ttl/3: shorter than that, a busy process loses its lock while it works
-        parser.error(f"--lock-ttl must be at least 1 s, got {args.lock_ttl:g}")
+        parser.error(f"--lock-ttl must be at least {MIN_LEASE_TTL_S:g} s, got {args.lock_ttl:g}")
     try:
         cfg, outbox, _ = _connect(args)
         from bliss_sampletrack.delivery.clients import clients_from_config
@@ -116,15 +119,16 @@ def status_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg, outbox, redis = _connect(args)
-        from bliss_sampletrack.delivery.clients import clients_from_config
-        from bliss_sampletrack.delivery.manager import DeliveryManager
+        from bliss_sampletrack.delivery.clients import described_from_config
+        from bliss_sampletrack.delivery.manager import client_status
         from bliss_sampletrack.tracker.store import RedisTrackerStore, TrackerLease
 
         store = RedisTrackerStore(redis, args.tracker, outbox)
         snapshot = store.load()
         lease = TrackerLease(redis, args.tracker, "sampletrack status")  # only read, never taken
         holder, claim_ms = lease.current(), redis.pttl(lease.key)
-        manager = DeliveryManager(outbox, clients_from_config(cfg))
+        # a read: no delivery client is built, so no secret (write token, API key) is needed
+        described = described_from_config(cfg)
     except SampleTrackError as exc:
         print(f"sampletrack status: {exc}", file=sys.stderr)
         return 2
@@ -143,7 +147,7 @@ def status_main(argv: list[str] | None = None) -> int:
         print(f"owner: {holder.describe()}{expires}")
     for event in store.history(5):
         print(f"  {event.occurred_at.isoformat()} {event.type} {event.status} {event.sample.label}")
-    statuses = manager.status()
+    statuses = [client_status(outbox, name, description) for name, description in described]
     if not statuses:
         print(f"delivery: none configured ({outbox.pending()} event(s) kept in the outbox)")
     for status in statuses:

@@ -50,6 +50,24 @@ class DeliveryClient(Protocol):
     def describe(self) -> str: ...
 
 
+class Health(StrEnum):
+    """What a health probe found."""
+
+    UP = "up"  # the service answered its health check: full delivery may resume
+    DOWN = "down"  # a server answered, but not healthy (a gateway's 502, a 503)
+    UNREACHABLE = "unreachable"  # no server answered: refused, reset, timed out
+
+
+@runtime_checkable
+class Probing(Protocol):
+    """A client that can ask, cheaply, whether its service is back (``GET /healthz``).
+
+    The delivery loop probes while it waits out a backoff, so that it resumes as soon as the
+    service answers again instead of sleeping the rest of a long delay."""
+
+    def probe(self, timeout: float) -> Health: ...
+
+
 def classify_status(status: int) -> Verdict:
     """The REST contract's verdict: only 200/201 deliver."""
     if status in (200, 201):

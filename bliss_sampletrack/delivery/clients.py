@@ -47,12 +47,17 @@ __all__ = [
     "classify_status",
     "client_from_config",
     "clients_from_config",
+    "described_from_config",
     "send_each",
 ]
 
 
 class ClientFactory(Protocol):
     def from_config(self, node: Any, where: str) -> DeliveryClient: ...
+
+    def describe_config(self, node: Any) -> str:
+        """What ``describe()`` of the built client starts with, from the YAML alone: no secret."""
+        ...
 
 
 #: the YAML's ``type:`` -> the backend
@@ -96,3 +101,26 @@ def clients_from_config(cfg: Any) -> list[DeliveryClient]:
     if len(set(names)) != len(names):
         raise cfg.error("delivery", f"client names must be unique, got {names}")
     return clients
+
+
+def described_from_config(cfg: Any) -> list[tuple[str, str]]:
+    """``(name, description)`` of each client of a tracker's ``delivery`` list, from the YAML alone:
+    no client is built and no secret read (``sampletrack status`` is a read, and must work on a
+    machine that does not hold the write token). An entry that cannot be described (not a
+    mapping, an unknown type) is described as such rather than refused: status reports the rest."""
+    entries = cfg.config.get("delivery") or []
+    if isinstance(entries, str) or not hasattr(entries, "__iter__"):
+        return []
+    described = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, Mapping):
+            described.append((f"#{index}", f"#{index}: not a mapping ({short(entry)})"))
+            continue
+        kind = entry.get("type")
+        name = str(entry.get("name") or kind)
+        factory = CLIENT_TYPES.get(kind) if isinstance(kind, str) else None
+        if factory is None:
+            described.append((name, f"{name}: unknown type {short(kind)}"))
+        else:
+            described.append((name, factory.describe_config(entry)))
+    return described

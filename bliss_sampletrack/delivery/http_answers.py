@@ -5,7 +5,8 @@ registry): one place for what each of them does alike.
 - :func:`kept` / :func:`answer`: the part of an answer kept in a message or a dead letter, with
   the client's secrets hidden *before* it is cut (a cut through a secret would leave a piece of it
   that no longer matches);
-- :func:`retry_after`: the server's ``Retry-After`` hint in seconds;
+- :func:`retry_after`: the server's ``Retry-After`` hint in seconds (a number or an HTTP date);
+- :func:`gateway_down`: 502/503/504, "the service cannot answer now" (the loop probes its health);
 - :func:`request`: one request, never following redirects (a redirected POST becomes a GET: what
   was sent would be lost), with a failure (timeout, connection, TLS) turned into text.
 
@@ -14,8 +15,11 @@ The verdicts themselves (:class:`~bliss_sampletrack.delivery.clients.Verdict`) s
 
 from __future__ import annotations
 
+import email.utils
 import json
+import math
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from bliss_sampletrack.delivery import tls
@@ -27,6 +31,11 @@ MAX_ANSWER = 500  # characters of a service answer kept in a dead letter
 def retryable(status: int) -> bool:
     """True for the statuses the contract says to retry: 408, 429 and any 5xx."""
     return status in RETRYABLE_STATUS or status >= 500
+
+
+def gateway_down(status: int) -> bool:
+    """502, 503, 504: a gateway (or the service itself) says the service cannot answer now."""
+    return status in (502, 503, 504)
 
 
 def kept(text: str, hide: Callable[[str], str], limit: int = MAX_ANSWER) -> str:
@@ -44,12 +53,24 @@ def answer(response: Any, hide: Callable[[str], str]) -> str:
 
 
 def retry_after(response: Any) -> float | None:
-    """The ``Retry-After`` header in seconds, or None (absent, or not a number of seconds)."""
+    """The ``Retry-After`` header in seconds from now (RFC 9110 10.2.3: a number of seconds or an
+    HTTP date), or None (absent or unreadable). A date in the past is 0."""
     value = response.headers.get("Retry-After")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
+    if value is None:
         return None
+    try:
+        number = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, number) if math.isfinite(number) else None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # an HTTP date is GMT; a date without a zone is read as such
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def request(

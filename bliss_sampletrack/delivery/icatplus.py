@@ -379,8 +379,14 @@ class IcatPlusClient:
             context=context,
         )
 
+    @classmethod
+    def describe_config(cls, node: Any) -> str:
+        """The description of a ``type: icatplus`` entry, from the YAML alone (no secret read)."""
+        return f"{node.get('name') or 'icatplus'}: ICAT+ e-logbook {str(node.get('url') or '?').strip()}"
+
     def describe(self) -> str:
-        text = f"{self.name}: ICAT+ e-logbook {self.url} (beamline API key from {self._api_key_source})"
+        text = self.describe_config({"name": self.name, "url": self.url})
+        text += f" (beamline API key from {self._api_key_source})"
         parcel = self.parcel_status
         if parcel is not None:
             text += (

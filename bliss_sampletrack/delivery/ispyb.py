@@ -301,11 +301,15 @@ class IspybClient:
             **choices,
         )
 
+    @classmethod
+    def describe_config(cls, node: Any) -> str:
+        """The description of a ``type: ispyb`` entry, from the YAML alone (no secret read)."""
+        url = str(node.get("url") or "?").strip()
+        return f"{node.get('name') or 'ispyb'}: ISPyB robot actions {url}, visit {node.get('visit')}"
+
     def describe(self) -> str:
-        return (
-            f"{self.name}: ISPyB robot actions {self.url}, visit {self.visit} "
-            f"(token from {self._token_source}; times in {self.timezone})"
-        )
+        described = self.describe_config({"name": self.name, "url": self.url, "visit": self.visit})
+        return f"{described} (token from {self._token_source}; times in {self.timezone})"
 
     def __repr__(self) -> str:
         return f"IspybClient(name={self.name!r}, url={self.url!r}, visit={self.visit!r})"

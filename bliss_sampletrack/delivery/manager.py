@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import gevent
 
 from bliss_sampletrack.delivery.base import DeliveryClient
-from bliss_sampletrack.delivery.loop import LOCK_TTL_S, Deliverer
+from bliss_sampletrack.delivery.loop import LOCK_TTL_S, Deliverer, delivery_lease
 from bliss_sampletrack.delivery.outbox import RedisStreamOutbox
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,20 @@ class ClientStatus:
             f"{self.description}: {self.pending} pending{age}, {self.dead_letters} dead letter(s)"
             f"{holder}{error}"
         )
+
+
+def client_status(outbox: RedisStreamOutbox, client: str, description: str) -> ClientStatus:
+    """How delivering ``outbox`` to ``client`` (by name) stands, read from Redis alone: no client
+    object, so no secret is needed (``sampletrack status`` is a read)."""
+    return ClientStatus(
+        client,
+        description,
+        outbox.pending(client),
+        outbox.oldest_pending_age(client),
+        outbox.last_error(client),
+        len(outbox.dead_letters(client)),
+        delivery_lease(outbox, client).holder(),
+    )
 
 
 def progress_bar(done: int, total: int) -> None:
@@ -79,18 +93,7 @@ class DeliveryManager:
         self._greenlets = []
 
     def status(self) -> list[ClientStatus]:
-        return [
-            ClientStatus(
-                d.client.name,
-                d.client.describe(),
-                self.outbox.pending(d.client.name),
-                self.outbox.oldest_pending_age(d.client.name),
-                self.outbox.last_error(d.client.name),
-                len(self.outbox.dead_letters(d.client.name)),
-                d.lock.holder(),
-            )
-            for d in self.deliverers
-        ]
+        return [client_status(self.outbox, d.client.name, d.client.describe()) for d in self.deliverers]
 
     def retry_dead_letters(self) -> dict[str, tuple[int, int]]:
         return {d.client.name: d.retry_dead_letters() for d in self.deliverers}

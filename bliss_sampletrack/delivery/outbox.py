@@ -12,6 +12,9 @@ Layout (``base`` = ``sampletrack:outbox:<beamline>``):
 - ``<base>:last_error:<client>``: the client's last delivery error (text), cleared on success.
 - ``<base>:clients``: the set of clients ever registered; entries every one of them has finished
   with are trimmed from the stream.
+- ``<base>:lock:<client>`` (and ``...:fence``): the lease of the deliverer that may move that
+  client's cursor (lease.py). A deliverer passes its lease to :meth:`RedisStreamOutbox.finish`,
+  ``dead_letter`` and ``set_error``, which then write only while the lease is still its own.
 
 Durability relies on the beacon Redis' persistence: with BLISS's default RDB snapshots
 (``save 900 1`` ...), a Redis crash can lose the changes of the last minutes (state, history and
@@ -27,14 +30,41 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from bliss_sampletrack.core import Event
-from bliss_sampletrack.errors import SampleTrackError
+from bliss_sampletrack.errors import DeliveryLeaseLost, SampleTrackError
 
 log = logging.getLogger(__name__)
 
 START = "0-0"
+
+# the fenced cursor writes: KEYS[1] is the deliverer's lease, ARGV[1] the value it holds
+# (lease.py); anything else in Redis means another deliverer took over: write nothing
+_FINISH = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('set', KEYS[2], ARGV[2])
+redis.call('del', KEYS[3])
+return 1
+"""
+_DEAD_LETTER = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('rpush', KEYS[2], ARGV[2])
+redis.call('set', KEYS[3], ARGV[3])
+return 1
+"""
+_SET_ERROR = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('set', KEYS[2], ARGV[2])
+return 1
+"""
+
+
+class Fence(Protocol):
+    """What a fenced write needs of a lease (:class:`~bliss_sampletrack.delivery.lease.DeliveryLease`)."""
+
+    key: str
+    value: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,25 +160,36 @@ class RedisStreamOutbox:
         answer = self.redis.xread({self.key: self.cursor(client)}, count=1, block=max(1, int(timeout * 1000)))
         return bool(answer)
 
-    def finish(self, client: str, entry_id: str) -> None:
-        """The client is done with every entry up to ``entry_id`` (delivered or dead-lettered)."""
+    def finish(self, client: str, entry_id: str, lease: Fence | None = None) -> None:
+        """The client is done with every entry up to ``entry_id`` (delivered or dead-lettered).
+
+        With ``lease``: only while that lease is still held (else :class:`DeliveryLeaseLost`)."""
+        if lease is not None:
+            keys = [self._cursor_key(client), f"{self.key}:last_error:{client}"]
+            self._fenced(lease, _FINISH, keys, [entry_id], f"move {client!r}'s cursor to {entry_id}")
+            return
         self.redis.set(self._cursor_key(client), entry_id)
         self.redis.delete(f"{self.key}:last_error:{client}")
 
-    def dead_letter(self, client: str, entry: Entry, answer: str) -> None:
+    def dead_letter(self, client: str, entry: Entry, answer: str, lease: Fence | None = None) -> None:
         """Set an event aside with the service's answer, and move past it (one transaction).
 
-        An unreadable entry (``entry.event`` None) is kept as its raw text, for a human to look at."""
+        An unreadable entry (``entry.event`` None) is kept as its raw text, for a human to look at.
+        With ``lease``: only while that lease is still held (else :class:`DeliveryLeaseLost`)."""
         payload = (
             json.loads(entry.event.to_json())
             if entry.event is not None
             else entry.raw.decode("utf-8", "replace")
         )
         record = {"entry": entry.id, "event": payload, "answer": answer, "at": datetime.now(UTC).isoformat()}
-        pipeline = self.redis.pipeline(transaction=True)
-        pipeline.rpush(f"{self.key}:dead:{client}", json.dumps(record))
-        pipeline.set(self._cursor_key(client), entry.id)
-        pipeline.execute()
+        if lease is not None:
+            keys = [f"{self.key}:dead:{client}", self._cursor_key(client)]
+            self._fenced(lease, _DEAD_LETTER, keys, [json.dumps(record), entry.id], f"dead-letter {entry.id}")
+        else:
+            pipeline = self.redis.pipeline(transaction=True)
+            pipeline.rpush(f"{self.key}:dead:{client}", json.dumps(record))
+            pipeline.set(self._cursor_key(client), entry.id)
+            pipeline.execute()
         log.error(
             "outbox %s: %s dead-lettered for %r: %s",
             self.beamline,
@@ -157,8 +198,22 @@ class RedisStreamOutbox:
             answer,
         )
 
-    def set_error(self, client: str, message: str) -> None:
+    def set_error(self, client: str, message: str, lease: Fence | None = None) -> None:
+        if lease is not None:
+            keys = [f"{self.key}:last_error:{client}"]
+            self._fenced(lease, _SET_ERROR, keys, [message], f"record {client!r}'s last error")
+            return
         self.redis.set(f"{self.key}:last_error:{client}", message)
+
+    def _fenced(self, lease: Fence, script: str, keys: list[str], args: list[str], what: str) -> None:
+        """Run ``script`` (KEYS[1] = the lease, ARGV[1] = its value) only while ``lease`` holds."""
+        value = lease.value
+        if value is None or not self.redis.eval(script, 1 + len(keys), lease.key, *keys, value, *args):
+            holder = self.redis.get(lease.key)
+            raise DeliveryLeaseLost(
+                f"outbox {self.beamline}: refused to {what}: the lease {lease.key!r} is now held by "
+                f"{_text(holder) if holder is not None else 'nobody'}, not by {value or 'this deliverer'}"
+            )
 
     def last_error(self, client: str) -> str | None:
         value = self.redis.get(f"{self.key}:last_error:{client}")

@@ -20,6 +20,7 @@ from typing import Any
 from bliss_sampletrack.core import Event
 from bliss_sampletrack.delivery import http_answers, tls
 from bliss_sampletrack.delivery.base import (
+    Health,
     Result,
     RetryLater,
     Verdict,
@@ -27,7 +28,7 @@ from bliss_sampletrack.delivery.base import (
     classify_status,
     seconds,
 )
-from bliss_sampletrack.delivery.http_answers import retry_after
+from bliss_sampletrack.delivery.http_answers import gateway_down, retry_after
 from bliss_sampletrack.delivery.secrets import REDACTED, redact, secret
 from bliss_sampletrack.errors import ConfigurationError
 
@@ -56,7 +57,11 @@ class NoopClient:
         return cls(node.get("name") or "none")
 
     def describe(self) -> str:
-        return f"{self.name}: no tracking service (events kept in the history only)"
+        return self.describe_config({"name": self.name})
+
+    @classmethod
+    def describe_config(cls, node: Any) -> str:
+        return f"{node.get('name') or 'none'}: no tracking service (events kept in the history only)"
 
 
 class RestClient:
@@ -121,7 +126,26 @@ class RestClient:
         )
 
     def describe(self) -> str:
-        return f"{self.name}: REST {self.url}"
+        return self.describe_config({"name": self.name, "url": self.url})
+
+    @classmethod
+    def describe_config(cls, node: Any) -> str:
+        """The description of a ``type: rest`` entry, from the YAML alone (no secret read)."""
+        return f"{node.get('name') or 'rest'}: REST {str(node.get('url') or '?').rstrip('/')}"
+
+    def probe(self, timeout: float) -> Health:
+        """``GET /healthz`` (no token needed, none sent): UP on the contract's 200."""
+        response, failure = http_answers.request(
+            self._session,
+            "GET",
+            self.url + "/healthz",
+            timeout=timeout,
+            verify=self._verify,
+            headers={"Authorization": None},  # requests drops a header set to None: no token sent
+        )
+        if failure is not None:
+            return Health.UNREACHABLE
+        return Health.UP if response.status_code == 200 else Health.DOWN
 
     def send(self, events: list[Event]) -> list[Result]:
         if len(events) == 1:
@@ -134,7 +158,9 @@ class RestClient:
             )
         verdict = classify_status(response.status_code)
         if verdict is Verdict.RETRY:
-            raise RetryLater(self._answer(response), retry_after(response))
+            raise RetryLater(
+                self._answer(response), retry_after(response), unreachable=gateway_down(response.status_code)
+            )
         if response.status_code != 200:
             # the batch itself refused (e.g. 401/422): every event gets the answer
             return [Result(Verdict.REJECTED, self._answer(response)) for _ in events]
@@ -163,7 +189,9 @@ class RestClient:
         response = self._post("/events", event.to_json())
         verdict = classify_status(response.status_code)
         if verdict is Verdict.RETRY:
-            raise RetryLater(self._answer(response), retry_after(response))
+            raise RetryLater(
+                self._answer(response), retry_after(response), unreachable=gateway_down(response.status_code)
+            )
         if verdict is Verdict.DELIVERED and not self._stored(response, event):
             # e.g. a proxy or login page answering 200 in the service's place: never a delivery
             raise RetryLater(
@@ -188,7 +216,7 @@ class RestClient:
             self._session, "POST", self.url + path, body, timeout=self.timeout, verify=self._verify
         )
         if failure is not None:  # raised outside the except clause: no chained exception
-            raise RetryLater(self._hide_token(f"{self.url}{path}: {failure}"))
+            raise RetryLater(self._hide_token(f"{self.url}{path}: {failure}"), unreachable=True)
         return response
 
     def _answer(self, response: Any) -> str:

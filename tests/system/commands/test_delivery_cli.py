@@ -55,8 +55,10 @@ def cli_tracker(
     tracker.close()
 
 
-def run_cli(beacon: BeaconServer, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, TOKEN_ENV: TOKEN}
+def run_cli(beacon: BeaconServer, *args: str, token: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
+    if token:
+        env[TOKEN_ENV] = TOKEN
     command = [SAMPLETRACK, *args, "--beacon", beacon.host, "--tracker", "cli_tracker"]
     return subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
@@ -75,6 +77,16 @@ def test_deliver_drains_in_order_and_status_reports(
     status = run_cli(beacon, "status")
     assert status.returncode == 0, status.stderr
     assert "EMPTY" in status.stdout and "4 pending" in status.stdout
+    # status is a read: the same report with no secret in the environment at all
+    unsecret = run_cli(beacon, "status", token=False)
+    assert unsecret.returncode == 0, unsecret.stderr
+
+    def timeless(text: str) -> str:
+        return re.sub(r"\d+ s\b", "N s", text)
+
+    assert timeless(unsecret.stdout) == timeless(status.stdout)
+    assert TOKEN not in unsecret.stdout + unsecret.stderr and "svc: REST http://" in unsecret.stdout
+    assert run_cli(beacon, "deliver", "--drain", token=False).returncode != 0  # delivering needs it
     recorder.answers = [(503, {}, {"error": {"code": "down", "message": "maintenance", "fields": {}}})]
     result = run_cli(beacon, "deliver", "--drain", "--timeout", "60")
     assert result.returncode == 0, result.stdout + result.stderr

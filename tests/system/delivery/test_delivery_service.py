@@ -136,7 +136,7 @@ def test_kill_9_mid_delivery_then_restart_loses_and_duplicates_nothing(
         assert 0 < left < total, "killed too late to be mid-delivery"
         second = _deliverer_process(beacon, outbox, service.base_url, token, tmp_path / "deliverer.log")
         try:
-            # the killed holder's lock expires (10 s) before the new process takes over
+            # the killed holder's lease expires (1.5 s) before the new process takes over
             wait_for(lambda: outbox.pending("service") == 0, 60, "the restarted deliverer to drain")
         finally:
             second.kill()
