@@ -197,9 +197,9 @@ class IcatPlusUnavailable(SampleTrackError):
 
 class RetryLater(SampleTrackError):
     """A delivery call failed as a whole in a way worth retrying; ``retry_after`` is the server's
-    hint (s); ``batch_too_large``: a 413, the loop halves the batch; ``unreachable``: no server
-    answered, or a gateway said the service is down (502/503/504), so the loop probes the
-    service's health and resumes as soon as it answers again."""
+    hint (s); ``batch_too_large``: a 413, the loop sends one event per request until one goes
+    through; ``unreachable``: no server answered, or a gateway said the service is down
+    (502/503/504), so the loop probes the service's health and resumes as soon as it answers."""
 
     def __init__(
         self,

@@ -6,6 +6,40 @@ A 200/201 counts only with the contract's body: ``{"event": ...}`` with the even
 Anything else (a proxy's HTML page, text, an empty or other body) is :class:`RetryLater`: a
 gateway answering 200 in the service's place must never make an event count as delivered.
 
+Every answer and what becomes of the event (RETRY: :class:`RetryLater`, the loop retries with
+capped backoff, later events wait, ``last_error`` says why; DEAD: a dead letter with the text
+shown, the cursor moves on; the full table with examples is ``docs/delivery-answers.md``, each
+row tested against a real server in ``tests/system/delivery/test_answer_table.py``)::
+
+    answer                                       verdict   text kept (last_error / dead letter)
+    200/201 + the contract's body                DELIVERED
+    connection refused, reset (before or         RETRY     "<url>/events[/batch]: ConnectionError:
+      mid-answer), no answer within timeout                 ..." / "ChunkedEncodingError: ..." /
+                                                            "no answer within 10 s"
+    200 not the contract's body (HTML, text,     RETRY     "<url>/events answered 200 without the
+      empty, other JSON, truncated)                         stored event: 200 <body>"; a batch:
+                                                            "... without a results list: ..."
+    another 2xx (202, 204; 201 to a batch)       RETRY     "<url>/events answered 204 without ..."
+    408, 429 (Retry-After honoured), any 5xx     RETRY     "503 <body>"
+    413 to a batch                               RETRY     "<url>/events/batch: batch of N too
+                                                            large (413)": smaller requests next
+    3xx (never followed)                         DEAD      "302 a redirect to <Location>, not
+                                                            followed; check key 'url' ..."
+    other 4xx, the service's JSON error          DEAD      "409 {"error":{"code":"conflict",...}}"
+      (401, 403, 409, 413 single, 422)
+    other 4xx, any other body (a proxy's         DEAD      "404 not the tracking service's answer
+      400/404/405/410 page)                                 ...: a proxy, a gateway or a wrong url
+                                                            answered; check key 'url' and any
+                                                            proxy on the way, then ... `sampletrack
+                                                            deliver --retry-dead-letters` ...
+                                                            Its answer: <page>"
+    a batch's per-event statuses                 each      201/200 DELIVERED; 403/409/422 DEAD
+                                                            ("422 {"error":{...}}", as one event's);
+                                                            408/429/5xx: RETRY from that event on
+
+A whole-batch 4xx (401, 422, a proxy's page) dead-letters every event of the batch. Bodies are
+kept up to 500 characters, the token replaced by ``***``.
+
 Secrets: the REST token comes from the YAML (``token``) or, better, from an environment variable
 (``token_env``, default ``SAMPLETRACK_TOKEN``); it is only ever put in the Authorization header,
 never in a log, an exception or ``describe()``, and a service answer that echoes it (a proxy page
@@ -14,6 +48,7 @@ showing the request headers) has it replaced by ``***`` (secrets.REDACTED) befor
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -35,6 +70,15 @@ from bliss_sampletrack.errors import ConfigurationError
 log = logging.getLogger(__name__)
 
 TOKEN_HIDDEN = REDACTED  # what replaces the token in a service's answer (the one marker)
+#: a dead letter whose answer is not the service's: what it was, and what to do about it
+NOT_THE_SERVICE = (
+    'not the tracking service\'s answer (its errors are JSON {"error": {"code": ...}}): '
+    "a proxy, a gateway or a wrong url answered"
+)
+FIX_THEN_REPLAY = (
+    "check key 'url' and any proxy on the way, then send the dead letters again with "
+    "`sampletrack deliver --retry-dead-letters` (or tracker.retry_dead_letters())"
+)
 
 
 class NoopClient:
@@ -151,54 +195,93 @@ class RestClient:
         if len(events) == 1:
             return [self._send_one(events[0])]
         body = '{"events":[' + ",".join(e.to_json() for e in events) + "]}"
+        where = f"{self.url}/events/batch"
         response = self._post("/events/batch", body)
-        if response.status_code == 413:
-            raise RetryLater(
-                f"{self.url}/events/batch: batch of {len(events)} too large (413)", batch_too_large=True
-            )
-        verdict = classify_status(response.status_code)
+        status = response.status_code
+        if status == 413:
+            raise RetryLater(f"{where}: batch of {len(events)} too large (413)", batch_too_large=True)
+        verdict = classify_status(status)
         if verdict is Verdict.RETRY:
+            raise RetryLater(self._answer(response), retry_after(response), unreachable=gateway_down(status))
+        if 200 <= status < 300 and status != 200:
+            # 201, 202, 204...: not the contract's answer to a batch, never a delivery nor a dead letter
             raise RetryLater(
-                self._answer(response), retry_after(response), unreachable=gateway_down(response.status_code)
+                f"{where} answered {status}, not 200 with a results list: {self._answer(response)}"
             )
-        if response.status_code != 200:
-            # the batch itself refused (e.g. 401/422): every event gets the answer
-            return [Result(Verdict.REJECTED, self._answer(response)) for _ in events]
+        if status != 200:
+            # the batch itself refused (401, 422; a proxy's 404, a redirect): every event gets the answer
+            return [Result(Verdict.REJECTED, self._refusal(response)) for _ in events]
         try:
             results = response.json()["results"]
         except (ValueError, KeyError, TypeError):
-            raise RetryLater(f"{self.url}/events/batch answered 200 without a results list") from None
+            results = None
+        if not isinstance(results, list):
+            raise RetryLater(f"{where} answered 200 without a results list: {self._answer(response)}")
         if len(results) != len(events):
-            raise RetryLater(
-                f"{self.url}/events/batch answered {len(results)} results for {len(events)} events"
-            )
+            raise RetryLater(f"{where} answered {len(results)} results for {len(events)} events")
         out = []
         for event, result in zip(events, results, strict=True):
             if not isinstance(result, dict) or result.get("event_id") != str(event.event_id):
-                raise RetryLater(f"{self.url}/events/batch answered results out of order")
-            status = result.get("status")
-            if isinstance(status, bool) or not isinstance(status, int):
+                raise RetryLater(f"{where} answered results out of order")
+            code = result.get("status")
+            if isinstance(code, bool) or not isinstance(code, int):
                 raise RetryLater(
-                    f"{self.url}/events/batch answered 200 with a result whose status is not a number "
+                    f"{where} answered 200 with a result whose status is not a number "
                     f"(event {event.event_id})"
                 )
-            out.append(Result(classify_status(status), f"{status} {result.get('error') or ''}".strip()))
+            out.append(Result(classify_status(code), self._result_detail(code, result.get("error"))))
         return out
 
     def _send_one(self, event: Event) -> Result:
         response = self._post("/events", event.to_json())
-        verdict = classify_status(response.status_code)
+        status = response.status_code
+        verdict = classify_status(status)
         if verdict is Verdict.RETRY:
+            raise RetryLater(self._answer(response), retry_after(response), unreachable=gateway_down(status))
+        if 200 <= status < 300 and not (verdict is Verdict.DELIVERED and self._stored(response, event)):
+            # e.g. a proxy or login page answering 200 (or 204) in the service's place: never a
+            # delivery, and never a dead letter either (the contract dead-letters 4xx answers only)
             raise RetryLater(
-                self._answer(response), retry_after(response), unreachable=gateway_down(response.status_code)
+                f"{self.url}/events answered {status} without the stored event: {self._answer(response)}"
             )
-        if verdict is Verdict.DELIVERED and not self._stored(response, event):
-            # e.g. a proxy or login page answering 200 in the service's place: never a delivery
-            raise RetryLater(
-                f"{self.url}/events answered {response.status_code} without the stored event: "
-                f"{self._answer(response)}"
-            )
-        return Result(verdict, self._answer(response))
+        if verdict is Verdict.DELIVERED:
+            return Result(verdict, self._answer(response))
+        return Result(Verdict.REJECTED, self._refusal(response))
+
+    def _refusal(self, response: Any) -> str:
+        """A dead letter's answer to a 3xx or 4xx, its status first: the service's JSON error as
+        it came; anything else (a proxy's or gateway's page, a redirect) says that it is not the
+        service's answer and what to do about it."""
+        status = response.status_code
+        redirect = 300 <= status < 400
+        if not redirect and self._service_error(response):
+            return self._answer(response)
+        if redirect:  # never followed: a 301/302 would turn the POST into a GET (http_answers)
+            what = f"a redirect to {response.headers.get('Location')}, not followed"
+        else:
+            what = NOT_THE_SERVICE
+        body = http_answers.kept((response.text or "").strip(), self._hide_token) or "(empty)"
+        return self._hide_token(f"{status} {what}; {FIX_THEN_REPLAY}. Its answer: {body}")
+
+    @staticmethod
+    def _service_error(response: Any) -> bool:
+        """True when the body is the contract's error, ``{"error": {"code": ..., "message": ...}}``."""
+        try:
+            error = response.json()["error"]
+        except (ValueError, KeyError, TypeError):  # requests' JSONDecodeError is a ValueError
+            return False
+        return (
+            isinstance(error, dict)
+            and isinstance(error.get("code"), str)
+            and isinstance(error.get("message"), str)
+        )
+
+    def _result_detail(self, status: int, error: Any) -> str:
+        """One batch result as text, as a single event's answer reads: ``409 {"error":{...}}``."""
+        if error is None:
+            return str(status)
+        text = json.dumps({"error": error}, separators=(",", ":"))
+        return self._hide_token(f"{status} {http_answers.kept(text, self._hide_token)}")
 
     @staticmethod
     def _stored(response: Any, event: Event) -> bool:
