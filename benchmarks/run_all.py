@@ -200,6 +200,61 @@ BENCHMARKS = [
         ],
     ),
     Benchmark(
+        "delivery_recovery",
+        "delivery_recovery.py",
+        ["--quick"],
+        [],
+        [
+            Figure(
+                "delivery: recovery after a service outage, median",
+                "recovery_after_outage_s.median",
+                "s",
+                "<=",
+                1.0,
+                "service answering again -> last event queued during the outage stored (its received_at)",
+            ),
+            Figure(
+                "delivery: recovery after a service outage, max",
+                "recovery_after_outage_s.max",
+                "s",
+                "<=",
+                1.0,
+            ),
+            Figure(
+                "delivery: takeover after kill -9 of the delivering process, median",
+                "takeover_after_kill_s.median",
+                "s",
+                "<=",
+                2.0,
+                "kill -> first event queued after it stored, sent by the standby `sampletrack deliver`",
+            ),
+            Figure(
+                "delivery: takeover after kill -9 of the delivering process, max",
+                "takeover_after_kill_s.max",
+                "s",
+                "<=",
+                2.0,
+            ),
+            Figure(
+                "delivery: only deliverer killed, new process to first send, median",
+                "restart_to_first_send_s.median",
+                "s",
+                note="includes the new process' Python/BLISS imports and the dead holder's lease",
+            ),
+            Figure(
+                "delivery recovery: events missing, duplicated or out of order",
+                "delivery_check.bad",
+                "",
+                "==",
+                0,
+            ),
+        ],
+        note_quick="2 outages of 2-4 s, 2 kills, 1 restart",
+        note_full="5 outages of 10-30 s, 5 kills, 3 restarts",
+        timeout_quick=300.0,
+        timeout_full=900.0,
+    ),
+    Benchmark(
         "service_benchmark",
         "service_benchmark.py",
         ["--quick", "--events", "10000", "--backend", "sqlite"],
@@ -324,6 +379,56 @@ BENCHMARKS = [
         ],
         note_quick="100 / 1,000 / 10,000 stored events; backlogs 10 / 100 / 1,000",
         note_full="10,000 / 100,000 / 1,000,000 stored events (SQLite); backlogs 1,000 / 10,000 / 100,000",
+    ),
+    Benchmark(
+        "service_scale",
+        "service_scale.py",
+        ["--quick"],
+        [],
+        [
+            Figure(
+                "service farm (PostgreSQL): ingest, 1 process", "runs.1.events_per_s", "events/s", ">=", 5000
+            ),
+            Figure(
+                "service farm (PostgreSQL): ingest, 2 processes",
+                "runs.2.events_per_s",
+                "events/s",
+                ">=",
+                5000,
+            ),
+            Figure(
+                "service farm (PostgreSQL): ingest, 4 processes",
+                "runs.4.events_per_s",
+                "events/s",
+                ">=",
+                5000,
+            ),
+            Figure(
+                "service farm: ingest ratio 4 / 1 processes",
+                "ratio_4_1",
+                "x",
+                note="clients, services and PostgreSQL share this machine's CPUs",
+            ),
+            Figure("service farm: CPUs busy, 4 processes", "runs.4.machine_busy", "", note="1 = every CPU"),
+            Figure("service farm: busiest client process, 4 processes", "runs.4.client_busiest", ""),
+            Figure("service farm: events lost", "lost", "", "==", 0),
+            Figure("service farm: events stored twice", "duplicates", "", "==", 0),
+            Figure("service farm: per-beamline order inversions", "order_inversions", "", "==", 0),
+            Figure(
+                "service farm: mounted-now p99 during ingest (worst N)",
+                "worst_mounted_p99_ms",
+                "ms",
+                "<=",
+                10.0,
+            ),
+            Figure(
+                "service farm: history p99 during ingest (worst N)", "worst_history_p99_ms", "ms", "<=", 10.0
+            ),
+        ],
+        note_quick="10,000 events, 20 beamlines, N = 1, 2, 4",
+        note_full="100,000 events, 20 beamlines (outbox backlogs drained at once), N = 1, 2, 4",
+        timeout_quick=240.0,
+        timeout_full=1200.0,
     ),
 ]
 

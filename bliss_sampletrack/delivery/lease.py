@@ -6,7 +6,7 @@ lease and delivers, the others stand by and try to take the lease every :data:`S
 
 - **Short lease, heartbeat.** The lease lives :data:`LEASE_TTL_S` (1.5 s) unless renewed; its
   holder renews it every third of that. A holder killed with ``kill -9`` stops renewing, so a
-  standby takes over at most ``ttl + STANDBY_POLL_S`` (1.7 s) after the holder's last renewal.
+  standby takes over at most ``ttl + STANDBY_POLL_S`` (1.6 s) after the holder's last renewal.
   A holder that exits cleanly releases it at once.
 - **Fencing token.** Each acquisition draws the next number of a per-lease counter (``INCR``)
   and the lease's value is ``host/pid/random#N``. The outbox's cursor writes (``finish``,
@@ -30,7 +30,7 @@ import uuid
 from typing import Any
 
 LEASE_TTL_S = 1.5
-STANDBY_POLL_S = 0.2
+STANDBY_POLL_S = 0.1
 MIN_LEASE_TTL_S = 1.0  # renewed every ttl/3: below this a busy process loses it while it works
 
 _ACQUIRE = """

@@ -19,7 +19,7 @@ before it, whatever the probes say (up to :data:`MAX_RETRY_AFTER_S`).
 
 Exclusion: one deliverer at a time holds the (outbox, client) lease (lease.py: 1.5 s, renewed
 every 0.5 s by a heartbeat greenlet, released on a clean exit); the others stand by and poll it
-every 0.2 s, so a ``kill -9`` of the holder costs at most about 1.7 s. Every cursor write is
+every 0.1 s, so a ``kill -9`` of the holder costs at most about 1.6 s. Every cursor write is
 fenced by the lease (outbox.py): a holder paused past its lease (SIGSTOP, GC, a blocked hub)
 cannot move the cursor once another took over; it stands by. Events a dead or paused holder sent
 but did not mark done are sent again, which the service answers ``200`` (replay). The lease's
