@@ -134,11 +134,18 @@ def _version(cur: Any, storage: SqlStorage) -> int:
 
 
 def current_version(storage: SqlStorage) -> int:
-    """The schema version of ``storage``'s database (0 when it has never been migrated)."""
+    """The schema version of ``storage``'s database (0 when it has never been migrated).
+
+    Reads only (no ``CREATE TABLE IF NOT EXISTS``): a runtime role without DDL rights can run
+    ``serve --no-migrate`` on a database that its owner migrated."""
 
     def work(cur: Any) -> int:
-        cur.execute(_VERSION_TABLE)
-        return _version(cur, storage)
+        if storage.dialect == "postgresql":
+            cur.execute("SELECT to_regclass('schema_version') IS NOT NULL")
+        else:
+            cur.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'")
+        row = cur.fetchone()
+        return _version(cur, storage) if row and row[0] else 0
 
     return storage._write(work)
 
