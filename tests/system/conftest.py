@@ -10,6 +10,10 @@
   from a script (``tests/helpers/recorder.py``); yields ``(base_url, recorder)``.
 - ``outbox``: an empty outbox (Redis stream) of a beamline of the test's own, in the test bed's
   Redis; its keys are deleted at teardown.
+- ``service``, ``proxy``, ``token``: one real tracking service (SQLite) per test module, a
+  :class:`~bliss_sampletrack.testbed.faults.service.FaultyProxy` in front of it per test (torn
+  down once it holds no request), and a write token for the test's ``outbox`` beamline. A module
+  that needs another service defines its own ``service``.
 - ``esrf``: the session under the ESRF data policy (headless: no ICAT, in-process HDF5 writer) in
   proposal ``PROPOSAL`` (``tests/helpers/esrf_policy.py``) and a collection of the test's own; put
   back to the basic scan saving at teardown. All tests share one proposal: on BLISS 2.0.3 leaving
@@ -36,11 +40,14 @@ import_bliss()
 
 from esrf_policy import PROPOSAL, policy_roots  # noqa: E402
 from recorder import Recorder  # noqa: E402
+from service_fixtures import Service, issue_token, start_service  # noqa: E402
 
 from bliss_sampletrack.tagging import data_policy  # noqa: E402
 from bliss_sampletrack.testbed.beacon import BeaconServer, running_beacon  # noqa: E402
 from bliss_sampletrack.testbed.config_tree import DEMO_SESSION  # noqa: E402
+from bliss_sampletrack.testbed.faults.service import FaultyProxy  # noqa: E402
 from bliss_sampletrack.testbed.session import open_session  # noqa: E402
+from bliss_sampletrack.testing import wait_for  # noqa: E402
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -141,3 +148,28 @@ def outbox(beacon: BeaconServer, request: pytest.FixtureRequest) -> Iterator[Any
     for key in client.scan_iter(f"{box.key}*"):
         client.delete(key)
     client.close()
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, str]]:
+    """One real tracking service (SQLite) for the module; each test writes its own beamline."""
+    folder = tmp_path_factory.mktemp("service")
+    db_url = f"sqlite:///{folder / 'tracking.db'}"
+    issue_token(db_url, ["unused"])  # creates and migrates the database
+    svc = start_service(db_url, folder)
+    try:
+        yield svc, db_url
+    finally:
+        svc.stop()
+
+
+@pytest.fixture
+def proxy(service: tuple[Service, str]) -> Iterator[FaultyProxy]:
+    with FaultyProxy(service[0].base_url) as front:
+        yield front
+        wait_for(lambda: front.stats.in_flight == 0, 10, "requests the proxy still holds")
+
+
+@pytest.fixture
+def token(service: tuple[Service, str], outbox: Any, request: pytest.FixtureRequest) -> str:
+    return issue_token(service[1], [outbox.beamline], label=request.node.name[:60])

@@ -16,7 +16,7 @@ import json
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -35,7 +35,6 @@ from bliss_sampletrack.delivery.clients import RestClient, RetryLater
 from bliss_sampletrack.delivery.loop import Backoff, Deliverer
 from bliss_sampletrack.delivery.outbox import START, RedisStreamOutbox
 from bliss_sampletrack.testbed.faults.service import Fault, FaultyProxy, check_delivery, stored_event_ids
-from bliss_sampletrack.testing import wait_for
 
 pytestmark = pytest.mark.bliss
 CLIENT = "svc"
@@ -45,31 +44,6 @@ REPLAY_HINT = "sampletrack deliver --retry-dead-letters"
 
 
 # -- servers ---------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, str]]:
-    """One real tracking service (SQLite) for the module; each test writes its own beamline."""
-    folder = tmp_path_factory.mktemp("answer_service")
-    db_url = f"sqlite:///{folder / 'tracking.db'}"
-    issue_token(db_url, ["unused"])  # creates and migrates the database
-    svc = start_service(db_url, folder)
-    try:
-        yield svc, db_url
-    finally:
-        svc.stop()
-
-
-@pytest.fixture
-def proxy(service: tuple[Service, str]) -> Iterator[FaultyProxy]:
-    with FaultyProxy(service[0].base_url) as front:
-        yield front
-        wait_for(lambda: front.stats.in_flight == 0, 10, "requests the proxy still holds")
-
-
-@pytest.fixture
-def token(service: tuple[Service, str], outbox: RedisStreamOutbox) -> str:
-    return issue_token(service[1], [outbox.beamline], label="answers")
-
-
 @dataclass
 class Scripted:
     """A WSGI app answering every request with one fixed answer; ``body`` may be a function of

@@ -14,14 +14,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import gevent
 import pytest
 from outboxes import events, fill
-from service_fixtures import HELPERS, Service, issue_token, start_service
+from service_fixtures import HELPERS, Service
 
 from bliss_sampletrack.core import Event
 from bliss_sampletrack.delivery.base import Health, Result, RetryLater, Verdict
@@ -37,29 +36,6 @@ from bliss_sampletrack.testing import wait_for
 pytestmark = pytest.mark.bliss
 CLIENT = "service"  # the client name tests/helpers/deliverer_process.py uses
 SCRIPT = str(HELPERS / "deliverer_process.py")
-
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, str]]:
-    folder = tmp_path_factory.mktemp("lease_service")
-    db_url = f"sqlite:///{folder / 'tracking.db'}"
-    issue_token(db_url, ["unused"])
-    svc = start_service(db_url, folder)
-    try:
-        yield svc, db_url
-    finally:
-        svc.stop()
-
-
-@pytest.fixture
-def proxy(service: tuple[Service, str]) -> Iterator[FaultyProxy]:
-    with FaultyProxy(service[0].base_url) as front:
-        yield front
-
-
-@pytest.fixture
-def token(service: tuple[Service, str], outbox: RedisStreamOutbox) -> str:
-    return issue_token(service[1], [outbox.beamline], label="lease")
 
 
 def ids(evts: list[Event]) -> list[str]:

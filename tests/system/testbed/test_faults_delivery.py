@@ -13,7 +13,7 @@ import os
 import random
 import subprocess
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ import gevent
 import gevent.event
 import pytest
 from outboxes import fill
-from service_fixtures import Service, issue_token, start_service
+from service_fixtures import Service
 
 from bliss_sampletrack.core import Event, Sample, Source
 from bliss_sampletrack.delivery.clients import RestClient, RetryLater, Verdict
@@ -71,30 +71,6 @@ class Producer:
         ids = [str(e.event_id) for e in evts]
         self.ids += ids
         return ids
-
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, str]]:
-    """One real tracking service (SQLite) for the module; each test writes its own beamline."""
-    folder = tmp_path_factory.mktemp("fault_service")
-    db_url = f"sqlite:///{folder / 'tracking.db'}"
-    issue_token(db_url, ["unused"])  # creates and migrates the database
-    svc = start_service(db_url, folder)
-    try:
-        yield svc, db_url
-    finally:
-        svc.stop()
-
-
-@pytest.fixture
-def proxy(service: tuple[Service, str]) -> Iterator[FaultyProxy]:
-    with FaultyProxy(service[0].base_url) as front:
-        yield front
-
-
-@pytest.fixture
-def token(service: tuple[Service, str], outbox: RedisStreamOutbox) -> str:
-    return issue_token(service[1], [outbox.beamline], label="faults")
 
 
 def fast_manager(outbox: RedisStreamOutbox, url: str, token: str) -> DeliveryManager:
