@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -55,6 +55,7 @@ from typing import Any
 import gevent
 import gevent.lock
 from bliss.common.utils import typecheck
+from redis.exceptions import RedisError
 
 from bliss_sampletrack.changers.errors import (
     ChangerBusyError,
@@ -76,6 +77,7 @@ from bliss_sampletrack.changers.protocol import (
 )
 from bliss_sampletrack.config_node import ObjectConfig
 from bliss_sampletrack.core.barcode import is_no_read
+from bliss_sampletrack.errors import SampleTrackError
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,8 @@ KEYS = {
 }
 MOUNT_ARGS = ("address", "puck_position", "barcode")
 FALSE_TEXT = {"false", "off", "no", "0", "absent", "none", ""}
+#: what tab completion offers (``__dir__``)
+SHELL_NAMES = ("mount", "unmount", "contents", "refresh", "name", "mounted", "sample_present", "object")
 
 
 # -- normalisation (pure) ----------------------------------------------------------------------------
@@ -247,6 +251,18 @@ class BlissObjectChanger:
         self.offline: str | None = None  # why the object cannot be read, while it cannot
         self.last_error: str | None = None
         self._poller: gevent.Greenlet | None = None
+        #: the puck view that ``__info__`` shows: set by a ChangerLink to its tracker's
+        self.puck_view: Callable[[], str] | None = None
+
+    def __dir__(self) -> list[str]:
+        # tab completion offers the commands (the shell hides "_" names, not the protocol's plumbing)
+        return sorted(SHELL_NAMES)
+
+    @property
+    def lists_contents(self) -> bool:
+        """Whether the robot's object gives its contents (``contents`` in the YAML): without it,
+        the puck view shows the positions as unknown, not empty."""
+        return "contents" in self._accessors
 
     @staticmethod
     def _check_exists(cfg: ObjectConfig, key: str, path: str) -> None:
@@ -584,6 +600,11 @@ class BlissObjectChanger:
             lines.append(f"  state           : unreadable: {exc}")
         polling = "running" if self._poller is not None else "stopped"
         lines.append(f"  polling         : {polling}, every {self.poll_period:g} s")
-        if self.last_error:
+        if self.last_error and self._poller is None:  # the poller's death: over once it polls again
             lines.append(f"  last error      : {self.last_error}")
+        if self.puck_view is not None:
+            try:
+                lines.extend(["", self.puck_view()])
+            except (SampleTrackError, RedisError, OSError) as exc:  # e.g. Redis down: the rest stands
+                lines.append(f"  pucks           : the tracker's view failed ({type(exc).__name__}: {exc})")
         return "\n".join(lines)

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
@@ -101,6 +101,23 @@ class Settling(Protocol):
     def remove_witness(self, witness: Witness) -> None: ...
 
 
+@runtime_checkable
+class PuckViews(Protocol):
+    """A tracker that shows a changer's pucks with its registry's names (``SampleTracker``):
+    ``tracker.pucks()`` lists the changers shown, and the changer's ``__info__`` gets the view."""
+
+    def show_changer(self, changer: SampleChanger) -> Callable[[], str]: ...
+
+    def hide_changer(self, changer: SampleChanger) -> None: ...
+
+
+@runtime_checkable
+class PuckViewHook(Protocol):
+    """A changer whose ``__info__`` shows ``puck_view()`` when set (the simulated and generic ones)."""
+
+    puck_view: Callable[[], str] | None
+
+
 class ChangerLink:
     """Follows one sample changer and records what it does on one tracker."""
 
@@ -134,6 +151,7 @@ class ChangerLink:
         self.missed: str | None = None  # a changer event Redis could not take (see _on_event)
         self.moving: str | None = None  # the changer's move going on, as its events tell
         self._subscribed = False
+        self._puck_view: Callable[[], str] | None = None  # what this link gave the changer
         self.activate(sync=cfg.get("sync", bool, True))
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -146,6 +164,10 @@ class ChangerLink:
             self._subscribed = True
         if isinstance(self.tracker, Settling):
             self.tracker.add_witness(self)
+        if isinstance(self.tracker, PuckViews):  # the changer's __info__ names its pins
+            self._puck_view = self.tracker.show_changer(self.changer)
+            if isinstance(self.changer, PuckViewHook):
+                self.changer.puck_view = self._puck_view
 
     def close(self) -> None:
         """Stop following the changer (the records stay in Redis)."""
@@ -154,6 +176,11 @@ class ChangerLink:
             self._subscribed = False
         if isinstance(self.tracker, Settling):
             self.tracker.remove_witness(self)
+        if isinstance(self.tracker, PuckViews):
+            self.tracker.hide_changer(self.changer)
+        if isinstance(self.changer, PuckViewHook) and self.changer.puck_view is self._puck_view:
+            self.changer.puck_view = None  # only ours: another link may have set its own since
+        self._puck_view = None
 
     __close__ = close
 

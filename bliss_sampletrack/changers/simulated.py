@@ -50,7 +50,7 @@ or ``UNLOAD_FAILED``) before it propagates; an error is raised as ``MountFailedE
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -60,6 +60,7 @@ from typing import Any
 import gevent
 import gevent.lock
 from bliss.common.utils import typecheck
+from redis.exceptions import RedisError
 
 from bliss_sampletrack.changers.errors import (
     ChangerBusyError,
@@ -84,6 +85,22 @@ from bliss_sampletrack.errors import InvalidBarcodeError, ReaderError, SampleTra
 
 log = logging.getLogger(__name__)
 
+#: what tab completion offers (``__dir__``)
+SHELL_NAMES = (
+    "mount",
+    "unmount",
+    "contents",
+    "fail_next",
+    "mislabel",
+    "set_presence",
+    "recover",
+    "reset",
+    "name",
+    "mounted",
+    "sample_present",
+    "pucks",
+    "positions_per_puck",
+)
 KEYS = {
     "pucks",
     "positions_per_puck",
@@ -247,7 +264,14 @@ class SimulatedChanger:
             )
         self._hub = EventHub(name)
         self._lock = gevent.lock.Semaphore()
+        #: the puck view that ``__info__`` shows instead of the plain listing: set by a ChangerLink
+        #: to its tracker's (sample names from the registries, last seen from the history)
+        self.puck_view: Callable[[], str] | None = None
         self.reset()
+
+    def __dir__(self) -> list[str]:
+        # tab completion offers the commands (the shell hides "_" names, not the protocol's plumbing)
+        return sorted(SHELL_NAMES)
 
     # -- SampleChanger protocol ------------------------------------------------------------------
     @property
@@ -299,6 +323,18 @@ class SimulatedChanger:
             address, pin = self._mounted
             positions.append(Position(address, pin.barcode, pin.name, on_goniometer=True))
         return sorted(positions, key=lambda p: parse_address(p.address) or (0, 0))
+
+    def missing_pins(self) -> dict[str, tuple[str | None, str]]:
+        """Pins neither in their puck nor on the goniometer: ``{address they came from: (barcode,
+        where they are)}`` (the puck view shows them as ``unknown``)."""
+        missing = {
+            address: (pin.barcode, "dropped by the robot (lost; reset() reloads the contents)")
+            for address, pin in self.lost
+        }
+        if self._gripper is not None:
+            address, pin = self._gripper
+            missing[address] = (pin.barcode, "in the robot's gripper (moving, or held after a fault)")
+        return missing
 
     def expected(self, address: str) -> Position | None:
         parsed = parse_address(address)
@@ -567,6 +603,12 @@ class SimulatedChanger:
             lines.append(f"  failures  : next {pending}")
         if self.lost:
             lines.append(f"  lost pins : {', '.join(a for a, _ in self.lost)}")
+        if self.puck_view is not None:
+            try:
+                lines.extend(["", self.puck_view()])
+                return "\n".join(lines)
+            except (SampleTrackError, RedisError, OSError) as exc:  # e.g. Redis down: the plain listing
+                lines.append(f"  pucks     : the tracker's view failed ({type(exc).__name__}: {exc})")
         lines.append(f"  contents  : {len(self._pins)} pin(s) in the pucks")
         for p in self.contents():
             what = p.barcode or "(no barcode)"

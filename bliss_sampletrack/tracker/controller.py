@@ -22,37 +22,63 @@ one owner per tracker, scans kept level with the hardware, manual input checked)
 BLISS session needs: the beacon configuration, type-checked shell commands, the scan tag as user
 scan metadata, the ESRF data policy's ICAT dataset fields (set in each scan's own greenlet, see
 :meth:`SampleTracker._before_scan`), the scan policy, the barcode reader, delivery and
-``__info__``.
+``__info__``. What the shell shows (one sample's story, the pucks, argument errors, tab
+completion) is rendered by :mod:`~bliss_sampletrack.tracker.views`.
+
+Warnings: ``__info__`` shows a warning only while the situation it describes lasts (an unknown
+barcode while that sample is the tracker's, a reader offline while it is offline, a manual
+conflict until the next change...); ``warnings`` keeps the last ten as they were logged.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 import gevent
-from bliss.common.utils import typecheck
 
+from bliss_sampletrack.changers.protocol import SampleChanger
 from bliss_sampletrack.config_node import ObjectConfig
 from bliss_sampletrack.core import Sample, Source
+from bliss_sampletrack.core.barcode import validate_barcode
 from bliss_sampletrack.delivery.clients import clients_from_config
 from bliss_sampletrack.delivery.manager import DeliveryManager, progress_bar
 from bliss_sampletrack.delivery.outbox import RedisStreamOutbox
-from bliss_sampletrack.errors import NoReadError, ReaderConnectionError, SampleTrackError
-from bliss_sampletrack.readers.protocol import BarcodeRead, BarcodeReader
+from bliss_sampletrack.errors import (
+    ConfigurationError,
+    InvalidBarcodeError,
+    NoReadError,
+    ReaderConnectionError,
+    ReaderError,
+    SampleTrackError,
+)
+from bliss_sampletrack.readers.protocol import BarcodeRead, BarcodeReader, ConnectionState
 from bliss_sampletrack.tagging import data_policy, metadata, scan_policy
 from bliss_sampletrack.tagging.icat_fields import icat_fields
 from bliss_sampletrack.tracker import manual
 from bliss_sampletrack.tracker.engine import LEASE_CALL_TIMEOUT_S, SETTLE_TIMEOUT_S, Tracker
-from bliss_sampletrack.tracker.registry import ChainRegistry, Closable, Prefetching, Refreshable
+from bliss_sampletrack.tracker.registry import (
+    ChainRegistry,
+    Closable,
+    ManifestRegistry,
+    Prefetching,
+    Refreshable,
+)
 from bliss_sampletrack.tracker.registry_config import registries_from_config
 from bliss_sampletrack.tracker.settle import Doubt
 from bliss_sampletrack.tracker.state import EventContext, Snapshot, TrackerState
 from bliss_sampletrack.tracker.store import OWNER_TTL_S
+from bliss_sampletrack.tracker.views import pucks as puck_view
+from bliss_sampletrack.tracker.views import story as story_view
+from bliss_sampletrack.tracker.views.scanlog import LoggingTagger, ScanLog, record_for
+from bliss_sampletrack.tracker.views.shell import command, commands_dir
+from bliss_sampletrack.tracker.views.text import ansi_wanted, local_time
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +102,32 @@ KEYS = {
     "settle_timeout",
     "manual_policy",
 }
+#: what tab completion offers (``__dir__``): the shell commands and the state worth reading;
+#: the seam for changers and macros (``record_mount``, ``changing``...) stays reachable, unlisted
+SHELL_NAMES = (
+    "mount",
+    "unmount",
+    "read_barcode",
+    "where",
+    "pucks",
+    "history",
+    "resolve",
+    "refresh_registry",
+    "delivery_status",
+    "retry_dead_letters",
+    "drain",
+    "owner",
+    "take_over",
+    "activate",
+    "name",
+    "beamline",
+    "state",
+    "sample",
+)
+#: where()'s note when this session tags no scans (its scan lists come from other sessions only)
+NOT_TAGGING = "this session tags no scans (tag_scans: false): only scans another session tagged are listed"
+#: how registry_config names a manifest served by beacon (its ``path``): reloaded the same way
+BEACON_MANIFEST = "beacon:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +199,9 @@ class SampleTracker(Tracker):
             config_file=cfg.filename,
         )
         self.delivery = DeliveryManager(self.outbox, clients)
+        self.scan_log = ScanLog(redis, name)  # each mount's scans, for where() (views/scanlog.py)
+        self._changers: list[SampleChanger] = []  # linked by a ChangerLink, for pucks()
+        self._read_failure: tuple[datetime, str] | None = None  # the last read's, until a good one
         self._icat: IcatApplied | None = None  # the fields set on the current dataset
         self._icat_error: str | None = None
         self._name_note: dict[str, str] = {}  # the scientist's sample name, when not the tracker's
@@ -160,7 +215,9 @@ class SampleTracker(Tracker):
     def activate(self) -> None:
         """Tag scans, apply the scan policy and follow the reader (done at construction)."""
         if self.tag_scans and self._tagger is None:
-            self._tagger = metadata.ScanTagger(self.name, self.scan_tag, self.changes_between)
+            self._tagger = LoggingTagger(
+                self.name, self.scan_tag, self.changes_between, on_start=self._scan_started
+            )
             metadata.install(self._tagger)
         if self.scan_policy != "allow":
             scan_policy.install(self._preset_name, self.scan_refusal)
@@ -203,8 +260,11 @@ class SampleTracker(Tracker):
 
     # -- state -------------------------------------------------------------------------------------
 
-    # -- shell commands (the engine's, type-checked as BLISS's shell does) ---------------------------
-    @typecheck
+    # -- shell commands (the engine's, argument-checked with messages naming the argument) -------------
+    def __dir__(self) -> list[str]:
+        return commands_dir(SHELL_NAMES)
+
+    @command
     def mount(self, barcode: str | None = None, name: str | None = None, force: bool = False) -> Sample:
         """Record a sample mounted by hand: by barcode (resolved through the registry), by name, or both.
 
@@ -214,14 +274,16 @@ class SampleTracker(Tracker):
         takes a text that looks like a changer position (``1:01``) as a barcode."""
         return super().mount(barcode, name, force)
 
-    @typecheck
+    @command
     def unmount(self, force: bool = False) -> None:
         """Record that the sample was removed by hand (checked like :meth:`mount`)."""
         super().unmount(force)
 
-    @typecheck
+    @command
     def resolve(self, barcode: str) -> Sample:
-        """The sample record for ``barcode`` (registry), following the unknown-barcode policy."""
+        """The sample record for ``barcode`` (registry), following the unknown-barcode policy.
+        A look-up: it records nothing; a warning about the barcode is logged, and shown in
+        ``__info__`` only while a sample with that barcode is the tracker's."""
         return super().resolve(barcode)
 
     def take_over(self) -> None:  # type: ignore[override]  # the shell prints, not returns
@@ -229,7 +291,7 @@ class SampleTracker(Tracker):
         session is known to be dead or closed: it will be refused from now on)."""
         print(super().take_over())
 
-    @typecheck
+    @command
     def read_barcode(self, timeout: int | float | None = None) -> Sample:
         """Trigger the reader, resolve the code and record the mount. A no-read mounts nothing."""
         if self.reader is None:
@@ -237,29 +299,145 @@ class SampleTracker(Tracker):
         try:
             read = self.reader.read(timeout)
         except NoReadError as exc:
+            self._read_failed(str(exc))
             raise NoReadError(
                 f"{exc}; nothing was recorded as mounted (state stays {self.state})", raw=exc.raw
             ) from None
+        except (ReaderError, InvalidBarcodeError) as exc:
+            self._read_failed(str(exc))
+            raise
         return self._mount_read(read)
 
     def refresh_registry(self) -> None:
-        """Read the sample registries that can be refreshed again now (the ICAT+ parcels of the
-        current proposal, e.g. parcels declared since the last read) and show each registry."""
+        """Read every sample registry again now and show each with its number of samples:
+        manifest files (edited since the session started: a beacon-served one is fetched from
+        beacon again) and the ICAT+ parcels of the current proposal (parcels declared since the
+        last read). A manifest that cannot be read or has an error keeps its previous samples;
+        the failures are raised together once every registry has been tried."""
         failures: list[str] = []
-        for member in self.registry.registries:
-            if isinstance(member, Refreshable):
+        for index, member in enumerate(self.registry.registries):
+            change = ""
+            if isinstance(member, ManifestRegistry):
+                before = len(member.samples)
+                try:
+                    member = self.registry.registries[index] = self._reloaded(member)
+                except ConfigurationError as exc:  # the others are still refreshed; raised below
+                    failures.append(f"{exc} (its previous {before} samples are kept)")
+                else:
+                    change = f", was {before}"
+            elif isinstance(member, Refreshable):
                 try:
                     member.refresh()
                 except SampleTrackError as exc:  # the others are still refreshed; raised below
                     failures.append(str(exc))
-            print(member.describe())
+            print(f"{member.describe()}{change}")
         if failures:
             raise SampleTrackError(f"tracker {self.name!r}: registry refresh failed: {'; '.join(failures)}")
 
-    @typecheck
+    @staticmethod
+    def _reloaded(member: ManifestRegistry) -> ManifestRegistry:
+        """``member``'s file read again, from where registry_config read it (a local path, or
+        ``beacon:<path>`` served by beacon). Raises ConfigurationError, naming the file."""
+        where = str(member.path)
+        if not where.startswith(BEACON_MANIFEST):
+            return ManifestRegistry(member.path)
+        from bliss.config.conductor.client import get_text_file
+
+        try:
+            text = get_text_file(where.removeprefix(BEACON_MANIFEST))
+        except RuntimeError as exc:  # beacon's answer for a file it does not have
+            raise ConfigurationError(f"sample manifest {where}: beacon cannot serve it now: {exc}") from None
+        return ManifestRegistry(where, text=text)
+
+    @command
     def history(self, count: int = 10) -> None:
-        """Print the last ``count`` events, newest first."""
+        """Print the last ``count`` events (a whole number >= 1), newest first, in local time."""
         print(self.history_text(count))
+
+    @command
+    def where(self, sample: str) -> None:
+        """Print one sample's story: by barcode or sample name, every mount and unmount of it
+        in the history (when, source, changer position, status, session and host), the scans
+        taken while it was mounted (number, title, file, dataset), and each event's delivery
+        per client (waiting, delivered, dead letter with the service's answer). Times are local,
+        with the zone. See :mod:`bliss_sampletrack.tracker.views.story`."""
+        print(self.story_text(sample))
+
+    def story_text(self, sample: str) -> str:
+        """What :meth:`where` prints (read from Redis: the history, the scan log, the outbox)."""
+        if not sample.strip():
+            raise ValueError(f"{self.name}.where(sample): give a barcode or a sample name, e.g. 'LYS-0001'")
+        snap = self._current()
+        story = story_view.gather_story(
+            sample,
+            tracker=self.name,
+            history=story_view.read_history(self.store.redis, self.store.history_key),
+            history_size=self.store.history_size,
+            outbox=self.outbox,
+            clients=[d.client.name for d in self.delivery.deliverers],
+            scan_log=self.scan_log,
+            current_mount=snap.mount_event_id if snap.state is TrackerState.MOUNTED else None,
+            registry_says=self._registry_says,
+            scans_note=None if self._tagger is not None else NOT_TAGGING,
+        )
+        return story_view.render_story(story, ansi=ansi_wanted())
+
+    def _registry_says(self, text: str) -> str:
+        """For a sample with no event: what the registries know of it (a look-up: no warning)."""
+        try:
+            code = validate_barcode(text, no_read=self.no_read)
+        except InvalidBarcodeError as exc:
+            return f"{text!r} is no barcode ({exc}): no registry was asked"
+        try:
+            sample = self.registry.resolve(code)
+        except SampleTrackError as exc:
+            return f"the registries could not be asked: {exc}"
+        if sample is None:
+            return (
+                f"no registry knows barcode {code!r} either ({self.registry.describe()}; registries "
+                "are looked up by barcode, not by name)"
+            )
+        return f"barcode {code!r} is {sample.label} in the registries, never mounted in the events kept"
+
+    def pucks(self, changer: SampleChanger | None = None) -> None:
+        """Print the pucks of the changers linked to this tracker (or of ``changer``): each
+        position's barcode, sample name (from the registries), state (in the dewar, mounted,
+        empty, unknown) and when the pin was last seen; the mounted one marked ``>``."""
+        if changer is not None and not isinstance(changer, SampleChanger):
+            raise TypeError(
+                f"{self.name}.pucks(changer): changer must be a sample changer (e.g. sc), got "
+                f"{type(changer).__name__} {changer!r}\n  usage: {self.name}.pucks(changer=None)"
+            )
+        changers = [changer] if changer is not None else list(self._changers)
+        if not changers:
+            print(
+                f"tracker {self.name!r} has no changer linked (a ChangerLink links one); "
+                f"name one: {self.name}.pucks(sc)"
+            )
+            return
+        print("\n\n".join(self.puck_text(c) for c in changers))
+
+    def puck_text(self, changer: SampleChanger, ansi: bool | None = None) -> str:
+        """What :meth:`pucks` prints for ``changer`` (``ansi``: bold highlight; default: on a terminal)."""
+        view = puck_view.gather_pucks(
+            changer,
+            resolve=self.registry.resolve,  # a look-up for a view: no policy, no warning
+            history=story_view.read_history(self.store.redis, self.store.history_key),
+            snapshot=self._current(),
+        )
+        return puck_view.render_pucks(view, ansi=ansi_wanted() if ansi is None else ansi)
+
+    # -- the puck view hook of ChangerLink (changers/link.py) -------------------------------------
+    def show_changer(self, changer: SampleChanger) -> Callable[[], str]:
+        """``changer`` is linked to this tracker: :meth:`pucks` shows it; returns its puck view,
+        which the link gives the changer for its ``__info__``."""
+        if changer not in self._changers:
+            self._changers.append(changer)
+        return functools.partial(self.puck_text, changer)
+
+    def hide_changer(self, changer: SampleChanger) -> None:
+        if changer in self._changers:
+            self._changers.remove(changer)
 
     def delivery_status(self) -> None:
         """Print, per delivery client: pending events, oldest pending age, dead letters, last error."""
@@ -271,7 +449,7 @@ class SampleTracker(Tracker):
         for client, (delivered, dead) in self.delivery.retry_dead_letters().items():
             print(f"{client}: {delivered} delivered, {dead} still dead")
 
-    @typecheck
+    @command
     def drain(self, timeout: int | float = 60.0) -> None:
         """Wait until every pending event is delivered (or ``timeout`` s), showing progress."""
         if not self.delivery.running:
@@ -364,7 +542,8 @@ class SampleTracker(Tracker):
             self._icat_error = (
                 f"the ICAT dataset fields of change #{snap.seq} were not set: {type(exc).__name__}: {exc}"
             )
-            self._warn(self._icat_error)
+            failure = self._icat_error
+            self._warn(failure, topic="icat", holds=lambda: self._icat_error == failure)
         else:
             self._icat_error = None
 
@@ -412,9 +591,28 @@ class SampleTracker(Tracker):
         return tag
 
     def _mount_read(self, read: BarcodeRead) -> Sample:
+        self._read_failure = None  # a good read: the last failure is over
+        self._settled("reader code")
         sample = self.resolve(read.barcode)
         self.record_mount(sample, Source.BARCODE_READER, at=read.received_at)
         return sample
+
+    def _read_failed(self, why: str) -> None:
+        self._read_failure = (datetime.now(UTC), why)
+
+    def _scan_started(self, scan: Any, tag: dict[str, Any]) -> None:
+        """At a scan's START, after its tag: add it to the scan list of the mount it was tagged
+        with (views/scanlog.py; the write runs in its own greenlet). A doubtful tag (UNKNOWN,
+        CONFLICT) of a sample still the tracker's is listed under that mount, flagged."""
+        mount = tag.get("mount_event_id")
+        snap = self._snapshot
+        if mount is None and snap.sample is not None and snap.mount_event_id is not None:
+            if tag.get("@seq") == snap.seq:  # the tag was made from this snapshot
+                mount = str(snap.mount_event_id)
+        if mount is None:
+            return  # nothing mounted: no mount to list it under
+        dataset = data_policy.dataset_path(data_policy.current_session())
+        self.scan_log.add(str(mount), record_for(scan.scan_info, tag, dataset))
 
     def _follow_reader(self) -> None:
         assert self.reader is not None
@@ -424,7 +622,9 @@ class SampleTracker(Tracker):
         self._follower = None
         self._warn(
             f"reader {self.reader.name!r} was closed: continuous tracking stopped, mounts are no longer "
-            f"recorded from it; call {self.name}.activate() to follow it again (it reconnects the reader)"
+            f"recorded from it; call {self.name}.activate() to follow it again (it reconnects the reader)",
+            topic="reader closed",
+            holds=lambda: self._follower is None,
         )
 
     def _follow(self, reader: BarcodeReader) -> None:
@@ -432,8 +632,11 @@ class SampleTracker(Tracker):
             if isinstance(outcome, BarcodeRead):
                 try:
                     self._mount_read(outcome)
-                except SampleTrackError as exc:
-                    self._warn(f"code {outcome.barcode!r} from reader {reader.name!r} not recorded: {exc}")
+                except SampleTrackError as exc:  # stands until the next change or the next good code
+                    self._warn(
+                        f"code {outcome.barcode!r} from reader {reader.name!r} not recorded: {exc}",
+                        topic="reader code",
+                    )
             elif isinstance(outcome, ReaderConnectionError):
                 snap = self._snapshot
                 if snap.state is TrackerState.MOUNTED and snap.source is Source.BARCODE_READER:
@@ -443,14 +646,19 @@ class SampleTracker(Tracker):
                         )  # type: ignore[union-attr]
                     except SampleTrackError as exc:  # e.g. owned by another session: keep following
                         self._warn(f"tracker not set UNKNOWN: {exc}")
-                self._warn(str(outcome))
+                self._warn(
+                    str(outcome),
+                    topic="reader offline",
+                    holds=lambda: reader.state != ConnectionState.CONNECTED,
+                )
             elif not isinstance(outcome, NoReadError):  # a no-read in continuous mode: nothing in view
-                self._warn(str(outcome))
+                self._read_failed(str(outcome))  # garbage from the reader: until the next good code
+                self._warn(str(outcome), topic="reader code")
 
     def __info__(self) -> str:
         snap = self._snapshot
         lines = [f"SampleTracker {self.name!r} (beamline {self.beamline})"]
-        lines.append(f"  state     : {snap.state} since {snap.since.strftime('%Y-%m-%d %H:%M:%S')} UTC")
+        lines.append(f"  state     : {snap.state} since {local_time(snap.since)}")
         if snap.sample is not None:
             which = "sample" if snap.state is TrackerState.MOUNTED else "last known"
             lines.append(f"  {which:<10}: {snap.sample.label}")
@@ -459,11 +667,7 @@ class SampleTracker(Tracker):
         if snap.reason:
             lines.append(f"  reason    : {snap.reason}")
         if self.reader is not None:
-            lines.append(
-                f"  reader    : {self.reader.name} ({self.reader_mode}, {self.reader.state}"
-                + (f", last error: {self.reader.last_error}" if self.reader.last_error else "")
-                + ")"
-            )
+            lines.append(f"  reader    : {self._reader_text(self.reader)}")
         for member in self.registry.registries:
             lines.append(f"  registry  : {member.describe()}")
         if not self.registry.registries:
@@ -483,8 +687,23 @@ class SampleTracker(Tracker):
             )
         for status in statuses:
             lines.append(f"  delivery  : {status.line()}")
-        for warning in self.warnings[-3:]:
-            lines.append(f"  warning   : {warning}")
+        if self._changers:
+            names = ", ".join(c.name for c in self._changers)
+            lines.append(f"  changers  : {names} ({self.name}.pucks() shows their pucks)")
+        for warning in self.standing_warnings()[-3:]:  # only while their situation lasts
+            lines.append(f"  warning   : {warning.message} (since {local_time(warning.at)})")
         lines.append("  recent events:")
         lines.extend(f"    {line}" for line in self.history_text(5).splitlines())
         return "\n".join(lines)
+
+    def _reader_text(self, reader: BarcodeReader) -> str:
+        """The reader's line of ``__info__``: its connection problem while it has one, and this
+        tracker's last failed read until a good read (the reader's own ``last_error`` stays after
+        a success: it is the last error ever, not the current one)."""
+        text = f"{reader.name} ({self.reader_mode}, {reader.state}"
+        if reader.state != ConnectionState.CONNECTED and reader.last_error:
+            text += f": {reader.last_error}"
+        if self._read_failure is not None:
+            at, why = self._read_failure
+            text += f"; last read failed at {local_time(at)}: {why}"
+        return text + ")"

@@ -38,8 +38,8 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import replace
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 import gevent
@@ -64,6 +64,7 @@ from bliss_sampletrack.tracker.store import (
     StaleStateError,
     TrackerLease,
 )
+from bliss_sampletrack.tracker.views.text import local_time
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,15 @@ UNKNOWN_BARCODE_POLICIES = ("accept", "refuse")
 Listener = Callable[[Snapshot, Snapshot, list[Event]], None]
 #: asked at each scan's start: why its tag should doubt ``snapshot`` (e.g. ICAT fields lagging)
 TagCheck = Callable[[Snapshot], Doubt | None]
+
+
+@dataclass(frozen=True, slots=True)
+class StandingWarning:
+    """A warning as ``__info__`` shows it: only while ``holds()``, the situation it describes."""
+
+    message: str
+    at: datetime
+    holds: Callable[[], bool]
 
 
 class Tracker:
@@ -122,7 +132,8 @@ class Tracker:
         self.no_read = no_read
         self.manual_policy = manual_policy
         self.settle_timeout = settle_timeout
-        self.warnings: list[str] = []
+        self.warnings: list[str] = []  # the last ten warnings, as logged (a log, not the situation)
+        self._standing: dict[str, StandingWarning] = {}  # topic -> the warning while it holds
         self.listeners: list[Listener] = []
         self.tag_checks: list[TagCheck] = []
         self._event_context = context or (lambda: EventContext(self.beamline, session))
@@ -246,8 +257,22 @@ class Tracker:
             self._warn(
                 f"owned by {holder.describe()}: this session will refuse mounts until that session "
                 f"closes it, its claim expires ({self._lease.ttl:g} s after it died), or "
-                f"{self.name}.take_over()"
+                f"{self.name}.take_over()",
+                topic="owner",
+                holds=self._owned_elsewhere,
             )
+
+    def _owned_elsewhere(self) -> bool:
+        """Another session holds the owner key now (True too when Redis cannot say: the warning
+        stays until it can)."""
+        if self._owning:
+            return False
+        try:
+            with gevent.Timeout(LEASE_CALL_TIMEOUT_S, TimeoutError):
+                holder = self._lease.current()
+        except (RedisError, OSError, TimeoutError):
+            return True
+        return holder is not None and holder.token != self._lease.holder.token
 
     def _own(self) -> None:
         """Hold the owner key before a change (raises TrackerOwnedError when another session does)."""
@@ -275,7 +300,9 @@ class Tracker:
                 self._owning = False
                 self._warn(
                     f"lost the owner key {self._lease.key!r} (expired: session paused or Redis "
-                    "restarted?); the next change takes it again if no other session has"
+                    "restarted?); the next change takes it again if no other session has",
+                    topic="owner",
+                    holds=lambda: not self._owning,
                 )
 
     def _release(self) -> None:
@@ -293,13 +320,22 @@ class Tracker:
 
     # -- samples and history --------------------------------------------------------------------------
     def resolve(self, barcode: str) -> Sample:
-        """The sample record for ``barcode`` (registry), following the unknown-barcode policy."""
+        """The sample record for ``barcode`` (registry), following the unknown-barcode policy.
+
+        Registry warnings (an unknown barcode, a record from a stale cache) are logged, and shown
+        by ``__info__`` only while a sample with that barcode is the tracker's: a look-up alone
+        leaves none standing."""
         code = validate_barcode(barcode, no_read=self.no_read)
         sample = self.registry.resolve(code)
         if sample is not None:
             noted = (code, sample.registry_note)
             if sample.registry_note and noted != self._noted:  # once, not at every repeated read
-                self._warn(f"barcode {code!r}: {sample.registry_note}")  # e.g. from an old ICAT+ cache
+                # e.g. from an old ICAT+ cache: stands while the tracker holds that record
+                self._warn(
+                    f"barcode {code!r}: {sample.registry_note}",
+                    topic=f"barcode {code}",
+                    holds=lambda: self._holds_record(code, noted_only=True),
+                )
             self._noted = noted
             return sample
         if self.unknown_barcode == "refuse":
@@ -308,18 +344,38 @@ class Tracker:
                 f"{self.name!r} refuses unknown barcodes: add it to the manifest, or set "
                 f"'unknown_barcode: accept' in {self.config_file}"
             )
-        self._warn(f"barcode {code!r} is in no sample registry ({self.registry.describe()}): recorded as is")
+        self._warn(
+            f"barcode {code!r} is in no sample registry ({self.registry.describe()}): recorded as is",
+            topic=f"barcode {code}",
+            holds=lambda: self._holds_record(code),
+        )
         return Sample(barcode=code)
 
+    def _holds_record(self, code: str, *, noted_only: bool = False) -> bool:
+        """The tracker's sample (mounted, or doubted) has barcode ``code`` (and, with
+        ``noted_only``, still carries a registry note)."""
+        snap = self._snapshot
+        sample = snap.sample
+        if snap.state is TrackerState.EMPTY or sample is None or sample.barcode != code:
+            return False
+        return bool(sample.registry_note) if noted_only else True
+
     def history_text(self, count: int = 10) -> str:
+        """The last ``count`` (>= 1) events, newest first, as a table."""
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(
+                f"{self.name}.history(count): count is how many of the newest events to show and "
+                f"must be a whole number >= 1 (the history keeps {self.store.history_size}), got {count!r}"
+            )
         events = self.store.history(count)
         if not events:
             return f"tracker {self.name!r}: no event recorded yet"
-        lines = [f"{'when (UTC)':26} {'event':10} {'status':7} {'source':15} sample"]
-        for e in events:
-            when = e.occurred_at.strftime("%Y-%m-%d %H:%M:%S.%f")
+        times = [local_time(e.occurred_at) for e in events]  # this machine's zone, named
+        width = max(len(t) for t in times)
+        lines = [f"{'when':{width}} {'event':10} {'status':7} {'source':15} sample"]
+        for when, e in zip(times, events, strict=True):
             note = f"  ({e.message})" if e.message else ""
-            lines.append(f"{when:26} {e.type:10} {e.status:7} {e.source:15} {e.sample.label}{note}")
+            lines.append(f"{when:{width}} {e.type:10} {e.status:7} {e.source:15} {e.sample.label}{note}")
         return "\n".join(lines)
 
     # -- the seam for sample changers, readers and macros ---------------------------------------------
@@ -433,16 +489,40 @@ class Tracker:
         self._reconciling[witness.name] = greenlet
 
     # -- internals ------------------------------------------------------------------------------------
-    def _warn(self, message: str) -> None:
+    def _warn(
+        self, message: str, *, topic: str | None = None, holds: Callable[[], bool] | None = None
+    ) -> None:
+        """Log ``message`` and show it in ``__info__`` while ``holds()`` (default: until the next
+        recorded change). A new warning of the same ``topic`` replaces the previous one."""
         log.warning("tracker %r: %s", self.name, message)
         self.warnings = [*self.warnings[-9:], message]
+        if holds is None:
+            holds = self._until_change()
+        self._standing[topic or message] = StandingWarning(message, datetime.now(UTC), holds)
+
+    def _until_change(self) -> Callable[[], bool]:
+        """True until the tracker's next recorded change (here or in another session)."""
+        seq = self._snapshot.seq
+        return lambda: self._snapshot.seq == seq
+
+    def _settled(self, topic: str) -> None:
+        """The situation of ``topic``'s warning is over (e.g. a good read after a failed one)."""
+        self._standing.pop(topic, None)
+
+    def standing_warnings(self) -> list[StandingWarning]:
+        """The warnings whose situation still holds, oldest first; the others are dropped."""
+        for topic, warning in list(self._standing.items()):
+            if not warning.holds():
+                del self._standing[topic]
+        return sorted(self._standing.values(), key=lambda w: w.at)
 
     def _restore(self) -> Snapshot:
         try:
             self._raw, snapshot = self.store.read()
         except SampleTrackError as exc:
-            self._raw = self._redis_text(self.store.state_key)
-            self._warn(str(exc))
+            self._raw = unreadable = self._redis_text(self.store.state_key)
+            # stands until the state in Redis is written again (the next change, here or elsewhere)
+            self._warn(str(exc), topic="restore", holds=lambda: self._raw == unreadable)
             return Snapshot.initial(str(exc))
         if snapshot is None:
             return Snapshot.initial()
