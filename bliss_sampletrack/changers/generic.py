@@ -54,7 +54,6 @@ from typing import Any
 
 import gevent
 import gevent.lock
-from bliss.common.utils import typecheck
 from redis.exceptions import RedisError
 
 from bliss_sampletrack.changers.errors import (
@@ -77,6 +76,7 @@ from bliss_sampletrack.changers.protocol import (
 )
 from bliss_sampletrack.config_node import ObjectConfig
 from bliss_sampletrack.core.barcode import is_no_read
+from bliss_sampletrack.core.shell import command
 from bliss_sampletrack.errors import SampleTrackError
 
 log = logging.getLogger(__name__)
@@ -286,7 +286,7 @@ class BlissObjectChanger:
     def sample_present(self) -> bool | None:
         return self.read_state().present
 
-    @typecheck
+    @command
     def mount(self, target: str, timeout: Seconds | None = None) -> Mounted:
         """Load ``target`` (an address, or a barcode looked up in ``contents``) with the object's
         ``mount`` method; the robot's own method decides how to unload what is mounted."""
@@ -351,7 +351,7 @@ class BlissObjectChanger:
             self._settle(after)
         return self.mounted  # type: ignore[return-value]
 
-    @typecheck
+    @command
     def unmount(self, timeout: Seconds | None = None) -> None:
         method = self._accessors.get("unmount")
         if method is None:

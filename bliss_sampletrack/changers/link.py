@@ -55,7 +55,6 @@ from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
-from bliss.common.utils import typecheck
 from redis.exceptions import RedisError
 
 from bliss_sampletrack.changers.crosscheck import (
@@ -73,6 +72,7 @@ from bliss_sampletrack.changers.recording import TrackerSeam, record_failed_moun
 from bliss_sampletrack.changers.robot_actions import DEFAULT_SIZE, RobotAction, RobotActionLog
 from bliss_sampletrack.config_node import ObjectConfig
 from bliss_sampletrack.core import Sample, Source, Status
+from bliss_sampletrack.core.shell import command
 from bliss_sampletrack.core.shield import complete
 from bliss_sampletrack.core.snapshot import Doubt, Snapshot, TrackerState, Witness
 from bliss_sampletrack.errors import (
@@ -185,7 +185,7 @@ class ChangerLink:
     __close__ = close
 
     # -- shell commands -----------------------------------------------------------------------------
-    @typecheck
+    @command
     def manual_mount(self, barcode: str | None = None, name: str | None = None) -> Sample:
         """Record a sample mounted by hand (source ``manual``) while the changer has nothing mounted."""
         if barcode is None and name is None:

@@ -59,7 +59,6 @@ from typing import Any
 
 import gevent
 import gevent.lock
-from bliss.common.utils import typecheck
 from redis.exceptions import RedisError
 
 from bliss_sampletrack.changers.errors import (
@@ -81,6 +80,7 @@ from bliss_sampletrack.changers.protocol import (
 )
 from bliss_sampletrack.config_node import ObjectConfig
 from bliss_sampletrack.core.barcode import validate_barcode
+from bliss_sampletrack.core.shell import command
 from bliss_sampletrack.errors import InvalidBarcodeError, ReaderError, SampleTrackError
 
 log = logging.getLogger(__name__)
@@ -285,7 +285,7 @@ class SimulatedChanger:
     def sample_present(self) -> bool | None:
         return self._present if self.presence_sensor else None
 
-    @typecheck
+    @command
     def mount(self, target: str, timeout: Seconds | None = None) -> Mounted:
         """Load the pin at ``target`` (an address such as ``1:01``, or a barcode of the contents);
         the mounted pin, if any, is unloaded first. An address-like text is an address."""
@@ -304,7 +304,7 @@ class SimulatedChanger:
             self._load(address, pin, target, timeout)
         return self.mounted  # type: ignore[return-value]
 
-    @typecheck
+    @command
     def unmount(self, timeout: Seconds | None = None) -> None:
         """Put the mounted pin back in its puck; nothing mounted is no change."""
         if self._mounted is None:
@@ -348,7 +348,7 @@ class SimulatedChanger:
         self._hub.unsubscribe(callback)
 
     # -- steering the simulation -------------------------------------------------------------------
-    @typecheck
+    @command
     def fail_next(self, failure: str, action: str | None = None) -> None:
         """Make the next ``action`` ("load" or "unload") fail with ``failure`` (see the module)."""
         try:
@@ -363,7 +363,7 @@ class SimulatedChanger:
             raise ChangerError(f"failure {kind.value!r} applies to {' or '.join(allowed)}, not {action!r}")
         self._failures[action] = kind
 
-    @typecheck
+    @command
     def mislabel(self, address: str, label: str | None) -> None:
         """The pin at ``address`` physically carries ``label`` (None: no label), whatever the
         contents say: the gripper's reader reads ``label``."""
@@ -373,7 +373,7 @@ class SimulatedChanger:
             raise ChangerError(f"changer {self.name!r} has no pin in its puck at {canonical}")
         self._pins[canonical] = Pin(pin.barcode, pin.name, label)
 
-    @typecheck
+    @command
     def set_presence(self, present: bool) -> None:
         """A hand puts a pin on the goniometer (True) or takes it away (False): only the
         presence sensor changes, not the changer's bookkeeping."""

@@ -47,6 +47,7 @@ from bliss_sampletrack.changers.protocol import SampleChanger
 from bliss_sampletrack.config_node import ObjectConfig
 from bliss_sampletrack.core import Sample, Source
 from bliss_sampletrack.core.barcode import validate_barcode
+from bliss_sampletrack.core.shell import command, commands_dir
 from bliss_sampletrack.delivery.clients import clients_from_config
 from bliss_sampletrack.delivery.manager import DeliveryManager, progress_bar
 from bliss_sampletrack.delivery.outbox import RedisStreamOutbox
@@ -77,7 +78,6 @@ from bliss_sampletrack.tracker.store import OWNER_TTL_S
 from bliss_sampletrack.tracker.views import pucks as puck_view
 from bliss_sampletrack.tracker.views import story as story_view
 from bliss_sampletrack.tracker.views.scanlog import LoggingTagger, ScanLog, record_for
-from bliss_sampletrack.tracker.views.shell import command, commands_dir
 from bliss_sampletrack.tracker.views.text import ansi_wanted, local_time
 
 log = logging.getLogger(__name__)

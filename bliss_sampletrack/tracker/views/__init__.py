@@ -10,7 +10,8 @@ and rendering (pure: data in, text out, tested in ``tests/unit/tracker/test_view
 - :mod:`~bliss_sampletrack.tracker.views.scanlog`: the scans taken during each mount, kept in
   Redis from the scan tag's path (the story's scan list);
 - :mod:`~bliss_sampletrack.tracker.views.story`: one sample's events, scans and deliveries;
-- :mod:`~bliss_sampletrack.tracker.views.pucks`: a changer's positions with the registry's names;
-- :mod:`~bliss_sampletrack.tracker.views.shell`: ``command`` (argument checks whose message names
-  the argument and the real signature) and ``commands_dir`` (tab completion offers commands).
+- :mod:`~bliss_sampletrack.tracker.views.pucks`: a changer's positions with the registry's names.
+
+The shell commands' argument checks (``command``) and ``commands_dir`` are in
+:mod:`bliss_sampletrack.core.shell`, below the changers, which use them too.
 """

@@ -294,6 +294,10 @@ def test_completion_offers_commands_and_argument_errors_name_the_argument(
         in message
     )
     assert "Intended Usage" not in message
+    with pytest.raises(TypeError) as wrong_changer:  # the changers' commands say it the same way
+        sc.mount(1)  # type: ignore[arg-type]
+    assert str(wrong_changer.value).startswith("sc.mount(): argument 'target' must be str, got int 1")
+    assert "usage: sc.mount(target: str, timeout: " in str(wrong_changer.value)
     with pytest.raises(TypeError, match=r"tracker\.history\(\): argument 'count' must be int, got str '5'"):
         tracker.history("5")  # type: ignore[arg-type]
     with pytest.raises(

@@ -18,12 +18,12 @@ import pytest
 from bliss_sampletrack import testing
 from bliss_sampletrack.changers.protocol import Mounted, Position
 from bliss_sampletrack.core import Event, Sample, Source, Status
+from bliss_sampletrack.core.shell import command
 from bliss_sampletrack.delivery.outbox import RedisStreamOutbox
 from bliss_sampletrack.errors import ChangerOfflineError
 from bliss_sampletrack.tracker.state import Snapshot, TrackerState
 from bliss_sampletrack.tracker.views import pucks, story
 from bliss_sampletrack.tracker.views.scanlog import LoggingTagger, ScanLog, ScanRecord, record_for
-from bliss_sampletrack.tracker.views.shell import command
 from bliss_sampletrack.tracker.views.text import BOLD, Row, local_time, table
 
 PARIS = ZoneInfo("Europe/Paris")

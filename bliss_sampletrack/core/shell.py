@@ -1,5 +1,6 @@
-"""The shell's side of the tracker's commands: argument checks that say what was wrong, and tab
-completion that offers commands.
+"""The shell's side of the tracker's and the changers' commands: argument checks that say what
+was wrong, and tab completion that offers commands. Pure Python (beartype, which BLISS ships):
+in the core so that every layer's BLISS objects can use it.
 
 BLISS's ``typecheck`` decorator answers a wrong argument with "Intended Usage: mount(self)": it
 lists only the parameters without a default (here, ``self``) and then beartype's own text.
