@@ -7,9 +7,18 @@ tracker ``tracker`` delivering to the local service. Then it runs a scripted seq
 :mod:`bliss_sampletrack.demo.sequence`), prints a summary read back from Redis, the HDF5 files
 and the service, and stops everything it started (also when interrupted).
 
+With ``--shell``, a BLISS shell on that session instead of the sequence (see
+:mod:`bliss_sampletrack.demo.shell`): it saves its scans under ``<workdir>/data`` as the sequence
+does; Ctrl-C aborts the command being run and the demo goes on; ``exit()`` or Ctrl-D ends the
+shell and stops the demo.
+
 Ports: beacon 25000-25003 and the service 8090, plus ``--port-offset`` (two demos side by side:
-``--port-offset 10``). Everything else lives in ``--workdir`` (default: a new temporary folder,
-kept afterwards with the data files and the servers' logs).
+``--port-offset 10``); a port in use is refused before anything starts. Everything else lives in
+``--workdir`` (default: a new temporary folder, kept afterwards with the data files and the
+servers' logs). Giving an earlier demo's folder again reuses it: its service database (the
+timeline goes on), its tokens and its data are kept, the rest is rebuilt (see
+:mod:`bliss_sampletrack.demo.workdir`); a folder the demo did not make, or one that a running
+demo uses, is refused.
 
 Secrets: the demo's two service tokens (the tracker's, and a read-only one for the timeline page)
 are written to ``<workdir>/tokens.env`` (mode 0600, ``source``-able) and nowhere else: never
@@ -24,13 +33,15 @@ import contextlib
 import logging
 import os
 import signal
-import subprocess
+import socket
 import sys
-import tempfile
+import textwrap
 from pathlib import Path
 from typing import Any
 
 from bliss_sampletrack.demo.sequence import BEAMLINE
+from bliss_sampletrack.demo.workdir import DemoFolder, demo_folder
+from bliss_sampletrack.errors import TestBedError
 from bliss_sampletrack.testbed.config_tree import copy_config_tree
 
 log = logging.getLogger(__name__)
@@ -52,7 +63,6 @@ def _start_nexus_writer(stack: contextlib.ExitStack, beacon_host: str, workdir: 
     """blisswriter's NexusWriter for the demo session (a Tango database, the writer's device
     server), started before the session so that its first scan is written; ``TANGO_HOST`` set in
     this process, where BLISS looks the writer up at each scan; stopped with ``stack``."""
-    from bliss_sampletrack.errors import TestBedError
     from bliss_sampletrack.testbed.nexus_writer import writer_for_session
 
     _progress("starting blisswriter's NexusWriter (a Tango database and the writer's device server)")
@@ -69,14 +79,44 @@ def _start_nexus_writer(stack: contextlib.ExitStack, beacon_host: str, workdir: 
 
 
 def _progress(message: str) -> None:
-    print(f"[demo] {message}", flush=True)
+    try:
+        print(f"[demo] {message}", flush=True)
+    except OSError:
+        # the terminal is gone (its window closed: SIGHUP stops the demo): the clean-up that
+        # follows these messages must still run
+        log.debug("progress not shown, the terminal is gone: %s", message)
 
 
-def prepare_config(target: Path, api_url: str) -> Path:
-    """Copy the demo beamline's tree and point the tracker's delivery at the local service."""
+#: the demo session's setup file, in the config tree
+SETUP_FILE = f"sessions/{SESSION}_setup.py"
+
+
+def prepare_config(target: Path, api_url: str, shell_saving: tuple[Path, str] | None = None) -> Path:
+    """Copy the demo beamline's tree and point the tracker's delivery at the local service.
+
+    ``shell_saving``: (data folder, writer) for ``--shell``: the copy's setup file then saves the
+    shell's scans there, as the scripted run does (BLISS's default would be ``/tmp/scans``); the
+    setup file is where that runs in the shell's own process, once its session is set up, on
+    BLISS 2.0 and 2.4 alike."""
     from ruamel.yaml import YAML
 
     copy_config_tree(target)
+    if shell_saving is not None:
+        data_root, writer = shell_saving
+        setup = target / SETUP_FILE
+        setup.write_text(
+            setup.read_text()
+            + textwrap.dedent(
+                f"""
+                # Added by `sampletrack demo --shell` to its copy of this file: save this shell's
+                # scans in the demo's work folder, as the demo's scripted run does.
+                from bliss_sampletrack.demo.sequence import save_shell_scans
+
+                save_shell_scans(current_session, {str(data_root)!r}, {writer!r})
+                del save_shell_scans
+                """
+            )
+        )
     tracker_file = target / "sampletrack" / "tracker.yml"
     yaml = YAML()  # round trip: comments kept
     nodes = yaml.load(tracker_file.read_text())
@@ -97,14 +137,67 @@ def write_tokens(path: Path, tokens: dict[str, str]) -> Path:
     return path
 
 
-def _interrupt_on_sigterm() -> None:
-    """SIGTERM stops the demo like Ctrl-C does: through the ``finally`` blocks that clean up."""
+def read_tokens(path: Path) -> dict[str, str]:
+    """The ``NAME=value`` lines of a tokens file written by :func:`write_tokens` ({} if none)."""
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return {}
+    return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+
+
+def _accepted(api_url: str, token: str) -> bool:
+    """Does the service accept ``token`` (a read of one event of the demo's beamline)?"""
+    import requests
+
+    answer = requests.get(
+        f"{api_url}/events",
+        params={"beamline": BEAMLINE, "limit": 1},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    return answer.status_code == 200
+
+
+def _interrupt_on_stop_signals() -> None:
+    """SIGTERM, and SIGHUP (the terminal closed), stop the demo like Ctrl-C does: through the
+    ``finally`` blocks that clean up; without this, SIGHUP would end this process at once and
+    leave the servers (each in a session of its own) running."""
     import gevent
 
     main = gevent.getcurrent()
-    gevent.signal_handler(
-        signal.SIGTERM, lambda: gevent.get_hub().loop.run_callback(main.throw, KeyboardInterrupt)
-    )
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        gevent.signal_handler(
+            signum, lambda: gevent.get_hub().loop.run_callback(main.throw, KeyboardInterrupt)
+        )
+
+
+def _ports(port_offset: int) -> dict[int, str]:
+    first = BEACON_BASE_PORT + port_offset
+    return {
+        first: "beacon",
+        first + 1: "beacon's Redis",
+        first + 2: "beacon's data Redis",
+        first + 3: "beacon's web page",
+        SERVICE_PORT + port_offset: "the tracking service",
+    }
+
+
+def check_ports_free(port_offset: int) -> None:
+    """Refuse, before anything starts, when a port of the demo is taken (SystemExit, saying what
+    to do). SO_REUSEADDR, as the servers bind: a port that a stopped demo left in TIME_WAIT is
+    free for them, only a listening socket is not."""
+    for port, name in _ports(port_offset).items():
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError as exc:
+                raise SystemExit(
+                    f"sampletrack demo: port {port} ({name}) is in use ({exc.strerror}): is another "
+                    "sampletrack demo running? Stop it, or run this one beside it with "
+                    "--port-offset N (e.g. --port-offset 10)"
+                ) from None
 
 
 def run_demo(
@@ -116,26 +209,62 @@ def run_demo(
     summary_json: Path | None = None,
     writer: str = "nexus",
 ) -> dict[str, Any] | None:
+    """The demo; its summary (None with ``shell``, or when interrupted). Refuses (SystemExit,
+    saying what to do) a work folder it cannot use and ports in use, before starting anything."""
+    with demo_folder(workdir) as folder:
+        check_ports_free(port_offset)
+        return _run(folder, port_offset, keep, shell, summary_json, writer)
+
+
+def _run(
+    folder: DemoFolder,
+    port_offset: int,
+    keep: bool,
+    shell: bool,
+    summary_json: Path | None,
+    writer: str,
+) -> dict[str, Any] | None:
     from bliss_sampletrack.demo.service_process import ServiceProcess
+    from bliss_sampletrack.demo.shell import run_shell, shell_command
     from bliss_sampletrack.testbed.beacon import running_beacon
     from bliss_sampletrack.testbed.session import import_bliss, open_session
 
-    workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="sampletrack-demo-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = folder.path
     import_bliss()  # gevent first
-    _interrupt_on_sigterm()
+    _interrupt_on_stop_signals()
     _progress(f"working folder {workdir}")
+    if folder.reused:
+        _progress(
+            "reusing this folder of an earlier demo: its service database (the events so far), "
+            "tokens and data are kept; its configuration and servers' files are made anew, and "
+            "Redis starts empty (the tracker with no recorded state, until a mount or unmount)"
+        )
 
     service = ServiceProcess(workdir / "service.db", SERVICE_PORT + port_offset, workdir / "service.log")
-    tree = prepare_config(workdir / "config", service.api_url)
-    token = service.create_token("id00")
-    read_token = service.create_token("id00", read_only=True)
-    tokens_file = write_tokens(workdir / TOKENS_FILE, {TOKEN_ENV: token, READ_TOKEN_ENV: read_token})
+    tree = prepare_config(workdir / "config", service.api_url, (workdir / "data", writer) if shell else None)
+    tokens_file = workdir / TOKENS_FILE
+    earlier = read_tokens(tokens_file) if folder.reused else {}
+    tokens = {name: earlier[name] for name in (TOKEN_ENV, READ_TOKEN_ENV) if name in earlier}
+
+    def new_tokens() -> dict[str, str]:
+        made = {
+            TOKEN_ENV: service.create_token("id00"),
+            READ_TOKEN_ENV: service.create_token("id00", read_only=True),
+        }
+        write_tokens(tokens_file, made)
+        return made
+
+    if len(tokens) < 2:
+        tokens = new_tokens()
     _progress(f"service tokens (secrets) in {tokens_file}: {TOKEN_ENV} and {READ_TOKEN_ENV} (for the page)")
     _progress(f"starting the tracking service on {service.base_url} (SQLite {workdir / 'service.db'})")
     service.start()
     summary = None
     try:
+        if earlier and not all(_accepted(service.api_url, token) for token in tokens.values()):
+            tokens = new_tokens()
+            _progress(f"the service refused the tokens of {tokens_file}: new ones written there")
+        token, read_token = tokens[TOKEN_ENV], tokens[READ_TOKEN_ENV]
         first = BEACON_BASE_PORT + port_offset
         _progress(f"starting beacon-server and its Redis on ports {first}-{first + 3}")
         with (
@@ -150,12 +279,15 @@ def run_demo(
             if writer == "nexus":
                 bed = _start_nexus_writer(stack, server.host, workdir)
             if shell:
-                _progress(f"opening a BLISS shell on session {SESSION!r}; exit it to stop the demo")
-                subprocess.run(
-                    [str(Path(sys.executable).parent / "bliss"), "-s", SESSION, "--no-tmux"],
-                    env={**os.environ, "BEACON_HOST": server.host, **(bed.client_env if bed else {})},
-                    check=False,
+                _progress(
+                    f"opening a BLISS shell on session {SESSION!r}: Ctrl-C aborts the command being "
+                    "run; exit() or Ctrl-D ends the shell and stops the demo"
                 )
+                code = run_shell(
+                    shell_command(SESSION),
+                    env={**os.environ, "BEACON_HOST": server.host, **(bed.client_env if bed else {})},
+                )
+                _progress(f"the BLISS shell exited (code {code})")
                 return None
             _progress(f"setting up the BLISS session {SESSION!r} (tracker, changer, reader)")
             session = open_session(server, SESSION, workdir / "data")
@@ -222,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workdir",
         type=Path,
-        help="folder for the servers' files and the data (default: new temporary folder)",
+        help="folder for the servers' files and the data (default: new temporary folder); an "
+        "earlier demo's folder is reused (its service database, tokens and data kept)",
     )
     parser.add_argument("--port-offset", type=int, default=0, help="added to every port (default 0)")
     parser.add_argument(
@@ -243,14 +376,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
-    summary = run_demo(
-        args.workdir,
-        port_offset=args.port_offset,
-        keep=args.keep,
-        shell=args.shell,
-        summary_json=args.summary_json,
-        writer=args.writer,
-    )
+    try:
+        summary = run_demo(
+            args.workdir,
+            port_offset=args.port_offset,
+            keep=args.keep,
+            shell=args.shell,
+            summary_json=args.summary_json,
+            writer=args.writer,
+        )
+    except TestBedError as exc:
+        # a server did not start: the message names it and ends with its log's tail; everything
+        # started before it is stopped already
+        print(f"sampletrack demo: {exc}", file=sys.stderr)
+        return 1
     if summary is None:
         return 0 if args.shell else 1
     return 0 if all(scan["agree"] for scan in summary["scans"]) else 1
