@@ -14,7 +14,13 @@ lease and delivers, the others stand by and try to take the lease every :data:`S
   this exact value: a holder that was paused past its lease (SIGSTOP, a long GC pause, a hub
   blocked for seconds, a network cut) and wakes up after another took over cannot move the
   cursor; it gets :class:`~bliss_sampletrack.errors.DeliveryLeaseLost` and stands by. What it
-  sent meanwhile reaches the service as a replay (``200``, nothing stored twice).
+  sent meanwhile reaches the service as a replay (``200``, nothing stored twice). A delivery
+  round is fenced by the value held when it began (:class:`HeldLease`).
+- **A lapse is not a takeover.** A holder whose heartbeat finds the lease expired and free (its
+  process was blocked past the TTL: BLISS imports ``bliss.physics`` at a session's first scan and
+  blocks 1.4-2.3 s) takes it again with a new fencing number, discards the round begun under the
+  old one, and goes on: logged at INFO, not shown in the shell. Only a lease another deliverer
+  holds makes it stand by (a WARNING naming the new holder).
 
 Caveats: the lease measures time with Redis's clock only (``PX``), so clock skew between hosts
 does not matter; a hub blocked longer than the TTL loses the lease (then another deliverer, or the
@@ -27,6 +33,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 LEASE_TTL_S = 1.5
@@ -53,6 +60,16 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+
+@dataclass(frozen=True, slots=True)
+class HeldLease:
+    """The lease as held when a delivery round began: that round's writes are fenced by this value,
+    so a round begun before the lease lapsed cannot write even if the same deliverer has taken the
+    lease again since (with a new fencing number) and another moved the cursor meanwhile."""
+
+    key: str
+    value: str | None
 
 
 def _text(value: Any) -> str:
@@ -92,6 +109,10 @@ class DeliveryLease:
             return True
         self.value = None
         return False
+
+    def snapshot(self) -> HeldLease:
+        """The lease as held now (see :class:`HeldLease`)."""
+        return HeldLease(self.key, self.value)
 
     def held(self) -> bool:
         """True while Redis still holds this holder's value (one GET)."""

@@ -41,7 +41,7 @@ import gevent
 import gevent.event
 
 from bliss_sampletrack.delivery.base import DeliveryClient, Health, Probing, RetryLater, Verdict
-from bliss_sampletrack.delivery.lease import LEASE_TTL_S, STANDBY_POLL_S, DeliveryLease
+from bliss_sampletrack.delivery.lease import LEASE_TTL_S, STANDBY_POLL_S, DeliveryLease, HeldLease
 from bliss_sampletrack.delivery.outbox import RedisStreamOutbox
 from bliss_sampletrack.errors import DeliveryLeaseLost
 
@@ -142,10 +142,16 @@ class Deliverer:
         self._fenced = True
         try:
             while not self._stop.is_set() and heartbeat:
-                if not self.step() and not self._stop.is_set() and heartbeat:
+                try:
+                    finished = self.step()
+                except DeliveryLeaseLost as exc:
+                    if heartbeat and self.lease.held():  # lapsed and taken again: a new round
+                        log.info("deliverer %s/%s: %s", self.outbox.beamline, self.client.name, exc)
+                        continue
+                    log.warning("deliverer %s/%s stands by: %s", self.outbox.beamline, self.client.name, exc)
+                    return
+                if not finished and not self._stop.is_set() and heartbeat:
                     self.outbox.wait(self.client.name, IDLE_WAIT_S)
-        except DeliveryLeaseLost as exc:
-            log.warning("deliverer %s/%s stands by: %s", self.outbox.beamline, self.client.name, exc)
         finally:
             self._fenced = False
             heartbeat.kill()
@@ -154,39 +160,56 @@ class Deliverer:
     def _heartbeat(self) -> None:
         while True:
             gevent.sleep(self.lease.heartbeat_s)
-            if not self.lease.renew():
-                log.error(
-                    "deliverer %s/%s lost its lease (now held by %s); it stands by",
+            if self.lease.renew():
+                continue
+            old_fence = self.lease.fence
+            if self.lease.acquire():  # it lapsed (this process was blocked) and nobody took it
+                log.info(
+                    "deliverer %s/%s: the lease (fence %d) lapsed, this process was blocked longer "
+                    "than %g s; taken again (fence %d)",
                     self.outbox.beamline,
                     self.client.name,
-                    self.lease.holder() or "nobody",
+                    old_fence,
+                    self.lease.ttl,
+                    self.lease.fence,
                 )
-                return
+                continue
+            log.warning(
+                "deliverer %s/%s: another deliverer took over the lease (%s); this one stands by",
+                self.outbox.beamline,
+                self.client.name,
+                self.lease.holder() or "nobody",
+            )
+            return
 
-    @property
-    def _guard(self) -> DeliveryLease | None:
-        return self.lease if self._fenced else None
+    def _guard(self) -> HeldLease | None:
+        """What fences this round's writes: the lease as held now (None when not holding one)."""
+        return self.lease.snapshot() if self._fenced else None
 
     def step(self) -> int:
         """One round: send what is pending (a batch or one event). Returns how many were finished."""
         count = 1 if self._single_only else self.client.max_batch
+        guard = self._guard()
         entries = self.outbox.next_entries(self.client.name, count)
         if not entries:
             return 0
         if entries[0].event is None:  # corrupt in Redis: set aside, visibly, never sent
-            self.outbox.dead_letter(self.client.name, entries[0], entries[0].error, self._guard)
+            self.outbox.dead_letter(self.client.name, entries[0], entries[0].error, guard)
             self.dead += 1
             return 1
         entries = entries[: next((i for i, e in enumerate(entries) if e.event is None), len(entries))]
-        if self._fenced and not self.lease.held():
-            # woken up after a pause past the lease: another deliverer took over, send nothing
-            raise DeliveryLeaseLost(f"lease {self.lease.key!r} is now held by {self.lease.holder()}")
+        if guard is not None and self.lease.holder() != guard.value:
+            # woken up after a pause past the lease: send nothing under a lease no longer held
+            raise DeliveryLeaseLost(
+                f"lease {self.lease.key!r} is now held by {self.lease.holder() or 'nobody'}, "
+                f"not by {guard.value}: nothing sent"
+            )
         try:
             results = self.client.send([entry.event for entry in entries if entry.event is not None])
         except RetryLater as exc:
             if exc.batch_too_large:
                 self._single_only = True
-            self._retry(str(exc), exc.retry_after, exc.unreachable)
+            self._retry(str(exc), exc.retry_after, exc.unreachable, guard)
             return 0
         except Exception as exc:  # reported (last_error, log with traceback), then retried
             # a client that fails in an unforeseen way (e.g. an answer of an unexpected shape it
@@ -195,7 +218,9 @@ class Deliverer:
             log.exception(
                 "delivery %s -> %s: unexpected client failure", self.outbox.beamline, self.client.name
             )
-            self._retry(f"unexpected client failure: {type(exc).__name__}: {str(exc)[:300]}", None, False)
+            self._retry(
+                f"unexpected client failure: {type(exc).__name__}: {str(exc)[:300]}", None, False, guard
+            )
             return 0
         finished = 0
         last_delivered = None  # the cursor moves once per round, not once per event
@@ -208,14 +233,14 @@ class Deliverer:
                 last_delivered = entry.id
                 self.delivered += 1
             else:  # moves the cursor too
-                self.outbox.dead_letter(self.client.name, entry, result.detail, self._guard)
+                self.outbox.dead_letter(self.client.name, entry, result.detail, guard)
                 last_delivered = None
                 self.dead += 1
             finished += 1
         if last_delivered is not None:
-            self.outbox.finish(self.client.name, last_delivered, self._guard)
+            self.outbox.finish(self.client.name, last_delivered, guard)
         if retry is not None:
-            self._retry(retry, None, False)
+            self._retry(retry, None, False, guard)
         if finished:
             self.backoff.reset()
             self._single_only = False
@@ -224,9 +249,9 @@ class Deliverer:
                 self.on_progress(finished)
         return finished
 
-    def _retry(self, message: str, hint: float | None, unreachable: bool) -> None:
+    def _retry(self, message: str, hint: float | None, unreachable: bool, guard: HeldLease | None) -> None:
         delay = self.backoff.next_delay(hint)
-        self.outbox.set_error(self.client.name, message, self._guard)
+        self.outbox.set_error(self.client.name, message, guard)
         log.warning(
             "delivery %s -> %s failed (%s); retrying in %.1f s%s",
             self.outbox.beamline,

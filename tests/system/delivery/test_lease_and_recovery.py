@@ -9,6 +9,7 @@ service cannot produce the situation (a service whose health check answers while
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+import gevent.event
 import pytest
 from outboxes import events, fill
 from service_fixtures import HELPERS, Service
@@ -169,6 +171,53 @@ def test_a_clean_exit_hands_the_lease_over_at_once(outbox: RedisStreamOutbox) ->
     finally:
         standby.stop()
         gevent.joinall(runners, timeout=5)
+
+
+class GatedClient:
+    """Delivers everything, but its first call waits until ``gate`` is set (a round in flight)."""
+
+    name = CLIENT
+    max_batch = 10
+
+    def __init__(self) -> None:
+        self.gate = gevent.event.Event()
+        self.calls = 0
+
+    def send(self, evts: list[Event]) -> list[Result]:
+        self.calls += 1
+        if self.calls == 1:
+            self.gate.wait(10)
+        return [Result(Verdict.DELIVERED)] * len(evts)
+
+    def describe(self) -> str:
+        return f"{self.name}: gated"
+
+
+def test_a_lapsed_lease_is_taken_again_and_the_round_begun_under_it_is_sent_again(
+    outbox: RedisStreamOutbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A process blocked past its lease (BLISS's first scan imports for seconds) with nobody else
+    waiting: the heartbeat takes the lease again (a new fence) and says so at INFO only; the round
+    begun under the old fence may not move the cursor, and is simply sent again."""
+    fill(outbox, events(5, outbox.beamline))
+    client = GatedClient()
+    deliverer = Deliverer(outbox, client)
+    caplog.set_level(logging.INFO, logger="bliss_sampletrack.delivery")
+    runner = gevent.spawn(deliverer.run)
+    try:
+        wait_for(lambda: client.calls == 1, 10, "the first round in flight")
+        first = deliverer.lease.fence
+        outbox.redis.delete(deliverer.lease.key)  # as if it had expired while the process was blocked
+        wait_for(lambda: deliverer.lease.fence > first, 5, "the heartbeat to take the lease again")
+        client.gate.set()
+        wait_for(lambda: outbox.pending(CLIENT) == 0, 10, "the events, sent again under the new lease")
+        assert deliverer.lease.held() and client.calls == 2
+    finally:
+        deliverer.stop()
+        runner.join(5)
+    loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert loud == [], loud  # nothing for the shell: a lapse is not a takeover
+    assert any("lapsed" in r.getMessage() for r in caplog.records)
 
 
 def _deliverer_process(redis_url: str, outbox: RedisStreamOutbox, url: str, token: str, log: Path) -> Any:
