@@ -49,6 +49,7 @@ Caveats:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
@@ -118,6 +119,27 @@ class PuckViewHook(Protocol):
     puck_view: Callable[[], str] | None
 
 
+@runtime_checkable
+class Inventories(Protocol):
+    """A tracker that takes puck inventories (``SampleTracker``): ``sc.inventory()`` runs its
+    ``inventory(sc)``, the changer's ``__info__`` shows its summary, and a manual mount of a
+    sample the last inventory read in a puck is a contradiction (``manual_policy``)."""
+
+    def inventory(self, changer: SampleChanger) -> object: ...
+
+    def inventory_summary(self, changer: SampleChanger) -> str | None: ...
+
+    def inventory_contradiction(self, changer: SampleChanger, sample: Sample) -> str | None: ...
+
+
+@runtime_checkable
+class InventoryHook(Protocol):
+    """A changer whose ``inventory()`` and ``__info__`` use these when set (the simulated one)."""
+
+    inventory_runner: Callable[[], object] | None
+    inventory_summary: Callable[[], str | None] | None
+
+
 class ChangerLink:
     """Follows one sample changer and records what it does on one tracker."""
 
@@ -168,6 +190,9 @@ class ChangerLink:
             self._puck_view = self.tracker.show_changer(self.changer)
             if isinstance(self.changer, PuckViewHook):
                 self.changer.puck_view = self._puck_view
+        if isinstance(self.tracker, Inventories) and isinstance(self.changer, InventoryHook):
+            self.changer.inventory_runner = functools.partial(self.tracker.inventory, self.changer)
+            self.changer.inventory_summary = functools.partial(self.tracker.inventory_summary, self.changer)
 
     def close(self) -> None:
         """Stop following the changer (the records stay in Redis)."""
@@ -181,6 +206,8 @@ class ChangerLink:
         if isinstance(self.changer, PuckViewHook) and self.changer.puck_view is self._puck_view:
             self.changer.puck_view = None  # only ours: another link may have set its own since
         self._puck_view = None
+        if isinstance(self.changer, InventoryHook):
+            self.changer.inventory_runner = self.changer.inventory_summary = None
 
     __close__ = close
 
@@ -268,9 +295,16 @@ class ChangerLink:
             contents = self.changer.contents() if sample is not None and mounted is None else []
         except ChangerOfflineError as exc:
             return None, f"(changer {self.changer.name!r} offline, not checked: {exc})"
-        return manual_judgement(
+        problem, support = manual_judgement(
             sample, mounted, present, contents, changer=self.changer.name, check_presence=self.check_presence
         )
+        inventories = isinstance(self.tracker, Inventories)
+        if problem is None and sample is not None and mounted is None and inventories:
+            try:  # the pins as last read, beside the changer's bookkeeping (contents)
+                problem = self.tracker.inventory_contradiction(self.changer, sample)  # type: ignore[attr-defined]
+            except RedisError as exc:
+                support = f"{support} (the last inventory could not be read: {exc})".strip()
+        return (problem, "") if problem is not None else (problem, support)
 
     def reconcile(self) -> str:
         """Bring the tracker in line with the changer (:meth:`check`), as the record of a change."""

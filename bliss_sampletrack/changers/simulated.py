@@ -17,7 +17,21 @@ For the demo, the tests and trying out macros::
         "2:05": null            # a pin with no barcode
         3: {1: THA-0003}        # or puck -> position -> barcode
 
-In the shell: ``sc.mount("1:01")`` or ``sc.mount("LYS-0001")``, ``sc.unmount()``, ``sc.contents()``.
+      containers:               # optional: puck location -> the container (puck) loaded there,
+        1: puck3                #   as the shipment names it; only these pucks are "loaded"
+        2: puck4                #   (default: every puck location)
+      pin_read_time: 0.05       # seconds per position in an inventory (gripper move), before the read
+      faults:                   # optional, seeded: pins that are not what the contents say
+        seed: 22                #   same seed, same faults (reset() applies them again)
+        missing: 1              #   listed, physically absent (the gripper finds no pin)
+        swapped: 1              #   pairs of pins, each in the other's position
+        duplicated: 1           #   a pin carrying a copy of another pin's label (its own is gone)
+        unreadable: 1           #   a pin whose label no reader can read
+        pucks: [3]              #   optional: which pucks the faults may hit (default: all)
+
+In the shell: ``sc.mount("1:01")`` or ``sc.mount("LYS-0001")``, ``sc.unmount()``, ``sc.contents()``,
+``sc.inventory()`` (every pin of the loaded pucks read by the gripper's reader and reconciled with
+the tracker's registries; needs a ``ChangerLink``), ``sc.seeded_faults`` (the simulation's truth).
 Mounting over a mounted pin unloads it first (two actions, two pairs of events).
 
 Steering the simulation (each failure applies to the next action of its kind only):
@@ -31,6 +45,8 @@ Steering the simulation (each failure applies to the next action of its kind onl
   (``action="unload"``: while unloading); the pin is in the gripper, the robot in fault;
 - ``sc.mislabel("1:01", "THA-0003")``: the pin at 1:01 physically carries another label than
   the contents say (the gripper's reader reads the physical one);
+- ``sc.mislabel(...)``, ``sc.remove_pin("1:01")`` (physically absent, still listed) and the
+  ``faults`` key change what an inventory reads, not the changer's bookkeeping (``contents()``);
 - ``sc.set_presence(True)``: a hand puts a pin on the goniometer (``False``: takes it away);
 - ``sc.recover()`` after a failure (the robot refuses to move until then), ``sc.reset()``.
 
@@ -50,6 +66,7 @@ or ``UNLOAD_FAILED``) before it propagates; an error is raised as ``MountFailedE
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -67,6 +84,7 @@ from bliss_sampletrack.changers.errors import (
     ChangerTimeout,
     MountFailedError,
 )
+from bliss_sampletrack.changers.inventory import PinRead
 from bliss_sampletrack.changers.protocol import (
     ChangerCallback,
     ChangerEvent,
@@ -92,6 +110,9 @@ SHELL_NAMES = (
     "contents",
     "fail_next",
     "mislabel",
+    "remove_pin",
+    "inventory",
+    "seeded_faults",
     "set_presence",
     "recover",
     "reset",
@@ -111,7 +132,11 @@ KEYS = {
     "reader",
     "reader_timeout",
     "presence_sensor",
+    "containers",
+    "faults",
+    "pin_read_time",
 }
+FAULT_KINDS = ("missing", "swapped", "duplicated", "unreadable")
 
 
 class Failure(StrEnum):
@@ -224,6 +249,116 @@ def _add_pin(pins: dict[str, Pin], key: str, entry: Any, pucks: int, positions: 
     pins[address] = Pin.listed(barcode, name)
 
 
+@dataclass(frozen=True, slots=True)
+class SeededFault:
+    """One fault the ``faults`` key put in the pucks: the simulation's ground truth.
+
+    ``addresses``/``barcodes``: the pins concerned and the barcodes the contents list for them
+    (missing, unreadable: one pin; swapped: the pair; duplicated: (the copy's position, the
+    original's position), and the copy now reads the original's barcode)."""
+
+    kind: str
+    addresses: tuple[str, ...]
+    barcodes: tuple[str, ...]
+
+
+def parse_containers(raw: Any, pucks: int) -> dict[int, str | None]:
+    """``containers``: puck location -> container name; ValueError says what is wrong."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"must map puck locations (1, 2...) to container names, got {type(raw).__name__}")
+    containers: dict[int, str | None] = {}
+    for key, value in raw.items():
+        try:
+            puck = int(key)
+        except (TypeError, ValueError):
+            raise ValueError(f"has {key!r}, which is not a puck location (1 to {pucks})") from None
+        if not 1 <= puck <= pucks:
+            raise ValueError(f"has puck location {puck}, outside the changer's {pucks} puck(s)")
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"at {puck}: the container name must be text, got {type(value).__name__}")
+        containers[puck] = value
+    return dict(sorted(containers.items()))
+
+
+def parse_faults(raw: Any, pucks: int) -> dict[str, Any]:
+    """``faults``: ``{seed, missing, swapped, duplicated, unreadable, pucks}``; ValueError otherwise."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"must be a mapping (seed: 22, missing: 1, ...), got {type(raw).__name__}")
+    unknown = sorted(set(raw) - {"seed", "pucks", *FAULT_KINDS}, key=str)
+    if unknown:
+        raise ValueError(f"has unknown key(s) {unknown} (known: seed, pucks, {', '.join(FAULT_KINDS)})")
+    faults: dict[str, Any] = {"seed": raw.get("seed", 0)}
+    for key in ("seed", *FAULT_KINDS):
+        value = raw.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{key} must be a whole number >= 0, got {value!r}")
+        faults[key] = value
+    among = raw.get("pucks")
+    if among is not None:
+        if not isinstance(among, list) or not all(isinstance(p, int) and 1 <= p <= pucks for p in among):
+            raise ValueError(f"pucks must be a list of puck locations (1 to {pucks}), got {among!r}")
+        faults["pucks"] = sorted(set(among))
+    return faults
+
+
+def seed_faults(
+    pins: Mapping[str, Pin], faults: Mapping[str, Any]
+) -> tuple[dict[str, Pin], set[str], list[SeededFault]]:
+    """The pins with the seeded faults applied: (pins, physically absent addresses, faults).
+
+    Deterministic for one seed and one contents; only pins with a barcode are picked, each at
+    most once. ValueError when there are too few pins for the faults asked."""
+    if not faults:
+        return dict(pins), set(), []
+    among = faults.get("pucks")
+    candidates = sorted(
+        a
+        for a, p in pins.items()
+        if p.barcode is not None and (among is None or (parse_address(a) or (0, 0))[0] in among)
+    )
+    needed = faults["missing"] + 2 * faults["swapped"] + 2 * faults["duplicated"] + faults["unreadable"]
+    if needed > len(candidates):
+        raise ValueError(
+            f"needs {needed} pins with a barcode for its faults, the contents have {len(candidates)} there"
+        )
+    # a simulation's reproducible choice, not a secret
+    random.Random(faults["seed"]).shuffle(candidates)
+    out = dict(pins)
+    absent: set[str] = set()
+    seeded: list[SeededFault] = []
+
+    def take(count: int) -> list[str]:
+        picked, candidates[:count] = candidates[:count], []
+        return picked
+
+    for _ in range(faults["missing"]):
+        (address,) = take(1)
+        absent.add(address)
+        seeded.append(SeededFault("missing", (address,), (pins[address].barcode or "",)))
+    for _ in range(faults["swapped"]):
+        a, b = sorted(take(2))
+        out[a] = Pin(pins[a].barcode, pins[a].name, pins[b].label)
+        out[b] = Pin(pins[b].barcode, pins[b].name, pins[a].label)
+        seeded.append(SeededFault("swapped", (a, b), (pins[a].barcode or "", pins[b].barcode or "")))
+    for _ in range(faults["duplicated"]):
+        copy, original = take(2)
+        out[copy] = Pin(pins[copy].barcode, pins[copy].name, pins[original].label)
+        seeded.append(
+            SeededFault(
+                "duplicated", (copy, original), (pins[copy].barcode or "", pins[original].barcode or "")
+            )
+        )
+    for _ in range(faults["unreadable"]):
+        (address,) = take(1)
+        out[address] = Pin(pins[address].barcode, pins[address].name, None)
+        seeded.append(SeededFault("unreadable", (address,), (pins[address].barcode or "",)))
+    return out, absent, seeded
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -245,6 +380,18 @@ class SimulatedChanger:
             self._configured = parse_contents(config.get("contents"), self.pucks, self.positions_per_puck)
         except ValueError as exc:
             raise cfg.error("contents", str(exc)) from None
+        try:
+            self.containers = parse_containers(config.get("containers"), self.pucks)
+        except ValueError as exc:
+            raise cfg.error("containers", str(exc)) from None
+        try:
+            self._faults = parse_faults(config.get("faults"), self.pucks)
+            seed_faults(self._configured, self._faults)  # enough pins? said at configuration
+        except ValueError as exc:
+            raise cfg.error("faults", str(exc)) from None
+        self.pin_read_time = cfg.get("pin_read_time", float, 0.05)
+        if self.pin_read_time < 0:
+            raise cfg.error("pin_read_time", f"must be >= 0 seconds, got {self.pin_read_time}")
         self.load_time = cfg.get("load_time", float, 2.0)
         self.unload_time = cfg.get("unload_time", float, 2.0)
         for key in ("load_time", "unload_time"):
@@ -267,6 +414,10 @@ class SimulatedChanger:
         #: the puck view that ``__info__`` shows instead of the plain listing: set by a ChangerLink
         #: to its tracker's (sample names from the registries, last seen from the history)
         self.puck_view: Callable[[], str] | None = None
+        #: the inventory (reads reconciled with the tracker's registries) and its one-line
+        #: summary for ``__info__``: set by a ChangerLink to its tracker's
+        self.inventory_runner: Callable[[], object] | None = None
+        self.inventory_summary: Callable[[], str | None] | None = None
         self.reset()
 
     def __dir__(self) -> list[str]:
@@ -374,6 +525,63 @@ class SimulatedChanger:
         self._pins[canonical] = Pin(pin.barcode, pin.name, label)
 
     @command
+    def remove_pin(self, address: str) -> None:
+        """Take the pin at ``address`` out of its puck by hand: the contents still list it (the
+        changer's bookkeeping does not know), the gripper finds the position empty."""
+        canonical = self._address(address)
+        if canonical not in self._pins:
+            raise ChangerError(f"changer {self.name!r} has no pin in its puck at {canonical}")
+        self._absent.add(canonical)
+
+    def inventory(self) -> object:
+        """Read every pin of the loaded pucks with the gripper's reader (progress shown), then
+        reconcile with the tracker's registries: shown as a table, kept in Redis, summarised in
+        ``__info__``. Needs a ChangerLink to a tracker (it knows the shipment)."""
+        if self.inventory_runner is None:
+            raise ChangerError(
+                f"changer {self.name!r} is linked to no tracker: an inventory compares the pins with the "
+                f"tracker's registries; link it (a ChangerLink) or call tracker.inventory({self.name})"
+            )
+        return self.inventory_runner()
+
+    # -- the inventory's reads (changers/inventory.py) ----------------------------------------------
+    def loaded_pucks(self) -> dict[int, str | None]:
+        """Puck location -> the container loaded there (``containers``; default: every location)."""
+        return dict(self.containers) or dict.fromkeys(range(1, self.pucks + 1))
+
+    def puck_positions(self, puck: int) -> list[str]:
+        return [format_address(puck, position) for position in range(1, self.positions_per_puck + 1)]
+
+    @contextmanager
+    def holding(self, what: str) -> Iterator[None]:
+        """The robot for ``what`` (an inventory) alone: no load or unload meanwhile."""
+        if self.reader is None:
+            raise ChangerError(
+                f"changer {self.name!r} has no reader on its gripper ('reader' in {self.config_file}): "
+                "it cannot read its pins"
+            )
+        with self._action(what):
+            yield
+
+    def read_pin(self, address: str) -> PinRead:
+        """The gripper at ``address``: its pin sensor, and the reader's read of the pin's label.
+        The mounted pin's position is reported as such (not read: it is on the goniometer)."""
+        canonical = self._address(address)
+        gevent.sleep(self.pin_read_time)  # the gripper moves to the position
+        if self._mounted is not None and self._mounted[0] == canonical:
+            return PinRead(canonical, pin=False, listed=self._mounted[1].barcode, on_goniometer=True)
+        pin = self._pins.get(canonical)
+        if pin is None or canonical in self._absent:
+            return PinRead(canonical, pin=False, listed=pin.barcode if pin else None)
+        code, error = self._read_at_gripper(pin)
+        return PinRead(canonical, pin=True, code=code, error=error, listed=pin.barcode)
+
+    def physical(self) -> dict[str, str | None]:
+        """The simulation's truth: each puck position holding a pin -> the label it carries
+        (None: none readable). The mounted pin is on the goniometer, not listed here."""
+        return {a: p.label for a, p in self._pins.items() if a not in self._absent}
+
+    @command
     def set_presence(self, present: bool) -> None:
         """A hand puts a pin on the goniometer (True) or takes it away (False): only the
         presence sensor changes, not the changer's bookkeeping."""
@@ -408,6 +616,8 @@ class SimulatedChanger:
         self._failures: dict[str, Failure] = {}
         self._fault: str | None = None
         self.lost: list[tuple[str, Pin]] = []  # dropped pins: (address they came from, pin)
+        #: the seeded faults (``faults`` key): the simulation's ground truth for inventories
+        self._pins, self._absent, self.seeded_faults = seed_faults(self._configured, self._faults)
 
     # -- internals ---------------------------------------------------------------------------------
     def _address(self, text: str) -> str:
@@ -490,6 +700,12 @@ class SimulatedChanger:
             expired = ChangerTimeout(f"timed out after {timeout:g} s")
             with gevent.Timeout(timeout, expired):
                 gevent.sleep(self.load_time / 2)  # to the puck, grip, back past the reader
+                if address in self._absent:  # the contents list it, the puck position is empty
+                    self._gripper = None
+                    self._pins[address] = pin  # still listed: the bookkeeping does not know
+                    raise MountFailedError(
+                        f"the gripper found no pin at {address}; nothing is on the goniometer"
+                    )
                 read, read_error = self._read_at_gripper(pin)
                 if failure is Failure.DROPPED_PIN:
                     self._gripper = None
@@ -603,6 +819,12 @@ class SimulatedChanger:
             lines.append(f"  failures  : next {pending}")
         if self.lost:
             lines.append(f"  lost pins : {', '.join(a for a, _ in self.lost)}")
+        if self.inventory_summary is not None:
+            try:
+                summary = self.inventory_summary()
+            except (SampleTrackError, RedisError, OSError) as exc:
+                summary = f"cannot be read ({type(exc).__name__}: {exc})"
+            lines.append(f"  inventory : {summary or 'none taken (' + self.name + '.inventory())'}")
         if self.puck_view is not None:
             try:
                 lines.extend(["", self.puck_view()])

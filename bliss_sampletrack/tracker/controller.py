@@ -43,6 +43,8 @@ from typing import Any
 
 import gevent
 
+from bliss_sampletrack.changers.inventory import InventoryLog, PinReading
+from bliss_sampletrack.changers.inventory import progress_bar as inventory_bar
 from bliss_sampletrack.changers.protocol import SampleChanger
 from bliss_sampletrack.config_node import ObjectConfig
 from bliss_sampletrack.core import Sample, Source
@@ -64,6 +66,7 @@ from bliss_sampletrack.tagging import data_policy, metadata, scan_policy
 from bliss_sampletrack.tagging.icat_fields import icat_fields
 from bliss_sampletrack.tracker import manual
 from bliss_sampletrack.tracker.engine import LEASE_CALL_TIMEOUT_S, SETTLE_TIMEOUT_S, Tracker
+from bliss_sampletrack.tracker.inventory import Inventory, placed_elsewhere, take_inventory
 from bliss_sampletrack.tracker.registry import (
     ChainRegistry,
     Closable,
@@ -110,6 +113,7 @@ SHELL_NAMES = (
     "read_barcode",
     "where",
     "pucks",
+    "inventory",
     "history",
     "resolve",
     "refresh_registry",
@@ -426,6 +430,42 @@ class SampleTracker(Tracker):
             snapshot=self._current(),
         )
         return puck_view.render_pucks(view, ansi=ansi_wanted() if ansi is None else ansi)
+
+    def inventory(self, changer: SampleChanger) -> Inventory:
+        """Read every pin of ``changer``'s loaded pucks with its gripper's reader (a progress bar
+        shows), reconcile them with the registries (present, missing, unexpected, misplaced,
+        swapped, duplicated, no-read: :mod:`~bliss_sampletrack.tracker.inventory`) and keep the
+        result in Redis (the last 10 per changer). Returns the inventory: the shell shows its
+        table; ``.to_json(path)``, ``.to_csv(path)`` export it. ``sc.inventory()`` is the same."""
+        if not isinstance(changer, PinReading):
+            raise TypeError(
+                f"{self.name}.inventory(changer): changer must be a sample changer whose gripper reads "
+                f"its pins (e.g. a SimulatedChanger with a reader), got {type(changer).__name__}\n"
+                f"  usage: {self.name}.inventory(changer)"
+            )
+        report = take_inventory(
+            self.name, changer, self.registry.registries, self.registry.resolve, progress=inventory_bar
+        )
+        self._inventory_log(changer).save(report.to_dict())
+        return report
+
+    def last_inventory(self, changer: SampleChanger) -> Inventory | None:
+        """The last inventory of ``changer`` kept in Redis (any session's), or None."""
+        record = self._inventory_log(changer).last()
+        return None if record is None else Inventory.from_dict(record)
+
+    def inventory_summary(self, changer: SampleChanger) -> str | None:
+        """One line for the changer's ``__info__``: when the last inventory was taken, its counts."""
+        last = self.last_inventory(changer)
+        return None if last is None else last.summary()
+
+    def inventory_contradiction(self, changer: SampleChanger, sample: Sample) -> str | None:
+        """A manual mount of ``sample`` against ``changer``'s last inventory (it read that
+        barcode in a puck), or None: judged by ``manual_policy`` like any contradiction."""
+        return placed_elsewhere(self._inventory_log(changer).last(), sample.barcode)
+
+    def _inventory_log(self, changer: SampleChanger) -> InventoryLog:
+        return InventoryLog(self.store.redis, self.name, changer.name)
 
     # -- the puck view hook of ChangerLink (changers/link.py) -------------------------------------
     def show_changer(self, changer: SampleChanger) -> Callable[[], str]:
