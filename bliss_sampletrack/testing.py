@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bliss_sampletrack.core import Event, Sample
@@ -154,3 +155,38 @@ def icat_fields_as_set(session: Any, expected: dict[str, str]) -> dict[str, str]
 
     names = data_policy.supported_sample_fields(session)
     return {key: value for key, value in expected.items() if key in names}
+
+
+def alive(pid: int) -> bool:
+    """The process runs (a zombie, dead but not reaped yet, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def descendants(root: int, *, living_only: bool = True) -> dict[int, str]:
+    """pid -> command line of every descendant of ``root`` (Linux ``/proc``); with
+    ``living_only``, zombies are walked through but not listed."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                # "pid (comm) state ppid ...": comm may hold spaces, the last ")" ends it
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile
+    found: dict[int, str] = {}
+    todo = [root]
+    while todo:
+        parent = todo.pop()
+        for pid in [p for p, pp in parents.items() if pp == parent]:
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if not living_only or alive(pid):
+                found[pid] = cmdline.decode(errors="replace")
+            todo.append(pid)
+    return found

@@ -27,7 +27,7 @@ import pytest
 import requests
 from secret_search import file_hits, redis_hits, secret_forms, text_hits
 
-from bliss_sampletrack.testing import as_text
+from bliss_sampletrack.testing import as_text, descendants
 
 REPO = Path(__file__).resolve().parents[3]
 DEFAULT_VENV = REPO / ".venv"
@@ -236,28 +236,8 @@ def demo_secrets(demo: DemoRun) -> dict[str, str]:
 
 
 def started_processes(demo: DemoRun) -> dict[int, str]:
-    """pid -> command line of every process the demo started: its descendants."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                # "pid (comm) state ppid ...": comm may hold spaces, the last ")" ends it
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue  # gone meanwhile
-    found: dict[int, str] = {}
-    todo = [demo.process.pid]
-    while todo:
-        parent = todo.pop()
-        for pid in [p for p, pp in parents.items() if pp == parent]:
-            try:
-                found[pid] = (Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")).decode(
-                    errors="replace"
-                )
-            except OSError:
-                continue
-            todo.append(pid)
-    return found
+    """pid -> command line of every process the demo started: its descendants (zombies too)."""
+    return descendants(demo.process.pid, living_only=False)
 
 
 def test_demo_secrets_are_nowhere_while_it_runs(demo: DemoRun) -> None:

@@ -43,6 +43,7 @@ import requests
 from gevent.socket import wait_read
 
 from bliss_sampletrack.testbed.nexus_writer import external_writer_unavailable_reason
+from bliss_sampletrack.testing import alive, descendants
 
 pytestmark = pytest.mark.bliss
 
@@ -74,40 +75,6 @@ def free_offset(start: int) -> int:
         if all(_free(p + offset) for p in (25000, 25001, 25002, 25003, 8090)):
             return offset
     raise RuntimeError("no free port offset for the demo")
-
-
-def _alive(pid: int) -> bool:
-    """Running (a zombie, dead but not reaped yet, is not)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
-def descendants(root: int) -> dict[int, str]:
-    """pid -> command line of every living descendant of ``root``."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                # "pid (comm) state ppid ...": comm may hold spaces, the last ")" ends it
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue  # gone meanwhile
-    found: dict[int, str] = {}
-    todo = [root]
-    while todo:
-        parent = todo.pop()
-        for pid in [p for p, pp in parents.items() if pp == parent]:
-            try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-            except OSError:
-                continue
-            if _alive(pid):
-                found[pid] = cmdline.decode(errors="replace")
-            todo.append(pid)
-    return found
 
 
 class Terminal:
@@ -326,7 +293,7 @@ def test_ctrl_c_aborts_the_scan_and_the_demo_goes_on(tmp_path: Path, demos: list
     demo.expect(re.escape(PROMPT.format(3)), 30)
     gevent.sleep(2)  # a demo that stops would have begun to by now
     assert demo.exited() is None, demo.text()[-3000:]
-    assert [pid for pid in servers if not _alive(pid)] == [], servers
+    assert [pid for pid in servers if not alive(pid)] == [], servers
     assert "[demo] interrupted" not in demo.text()
     assert "stopping the tracking service" not in demo.text()
 
@@ -343,7 +310,7 @@ def test_ctrl_c_aborts_the_scan_and_the_demo_goes_on(tmp_path: Path, demos: list
     exit_with_ctrl_d(demo)
     demo.expect("stopping the tracking service, beacon and Redis", STOP_S, literal=True)
     assert demo.wait(STOP_S) == 0, demo.text()[-3000:]
-    assert {pid: cmd for pid, cmd in started.items() if _alive(pid)} == {}
+    assert {pid: cmd for pid, cmd in started.items() if alive(pid)} == {}
     assert "Traceback" not in demo.text()
 
 
@@ -446,5 +413,5 @@ def test_the_demo_stopped_from_outside_stops_everything(
     demo.wait(STOP_S)
     # the demo stopped them itself (no signal of the terminal reaches them: they run in sessions
     # of their own), the shell first
-    assert {pid: cmd for pid, cmd in started.items() if _alive(pid)} == {}
+    assert {pid: cmd for pid, cmd in started.items() if alive(pid)} == {}
     assert (tmp_path / "demo" / "service.log").read_text().rstrip().endswith("stopped")
