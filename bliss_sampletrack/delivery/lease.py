@@ -129,6 +129,11 @@ class DeliveryLease:
         value = self.redis.get(self.key)
         return None if value is None else _text(value)
 
+    def holder_pid(self) -> int | None:
+        """The pid in the holder's value (``host/pid/random#fence``), or None when nobody holds it."""
+        value = self.holder()
+        return None if value is None else int(value.split("/")[1])
+
     @property
     def _ms(self) -> int:
         return int(self.ttl * 1000)

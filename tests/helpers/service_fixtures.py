@@ -39,6 +39,7 @@ import pytest
 
 # the tests' event builder, shared with the benchmarks (imported from here by the service tests)
 from bliss_sampletrack.testbed.events import make_event as make_event
+from bliss_sampletrack.testbed.service_farm import service_env
 
 REPO = Path(__file__).resolve().parents[2]
 HELPERS = Path(__file__).resolve().parent  # this folder: the helper scripts run as processes
@@ -102,11 +103,7 @@ def issue_token(db_url: str, beamlines: list[str], *, read_only: bool = False, l
 
 
 # --- the service as a process ------------------------------------------------------------------
-def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SAMPLETRACK_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra or {})
-    return env
+clean_env = service_env  # this environment without SAMPLETRACK_* variables (testbed.service_farm)
 
 
 @dataclass

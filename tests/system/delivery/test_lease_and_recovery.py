@@ -233,8 +233,7 @@ def _deliverer_process(redis_url: str, outbox: RedisStreamOutbox, url: str, toke
 
 
 def _holder_pid(outbox: RedisStreamOutbox) -> int | None:
-    value = delivery_lease(outbox, CLIENT).holder()
-    return None if value is None else int(value.split("/")[1])
+    return delivery_lease(outbox, CLIENT).holder_pid()
 
 
 def test_a_holder_paused_past_its_lease_cannot_move_the_cursor_after_a_takeover(

@@ -26,7 +26,7 @@ from service_fixtures import Service
 
 from bliss_sampletrack.core import Event, Sample, Source
 from bliss_sampletrack.delivery.clients import RestClient, RetryLater, Verdict
-from bliss_sampletrack.delivery.loop import Backoff, Deliverer
+from bliss_sampletrack.delivery.loop import Backoff, Deliverer, delivery_lease
 from bliss_sampletrack.delivery.manager import DeliveryManager
 from bliss_sampletrack.delivery.outbox import RedisStreamOutbox
 from bliss_sampletrack.testbed.beacon import BeaconServer
@@ -322,9 +322,8 @@ def keep_producing(producer: Producer, rng: random.Random, stop: gevent.event.Ev
 
 
 def holder_pid(outbox: RedisStreamOutbox) -> int | None:
-    """The pid in the lock's owner token (``host/pid/random``), None when nobody holds it."""
-    value = outbox.redis.get(f"{outbox.key}:lock:{CLIENT}")
-    return None if value is None else int(value.decode().split("/")[1])
+    """The pid of the deliverer holding the lease, None when nobody holds it."""
+    return delivery_lease(outbox, CLIENT).holder_pid()
 
 
 def test_kill_9_of_the_deliverer_at_random_points_loses_and_duplicates_nothing(
