@@ -3,7 +3,9 @@
 Under the ESRF data policy: three samples mounted in turn by the simulated changer (whose
 gripper reader reads each pin), scans on each, a no-read, an unknown barcode, a failed mount
 (a dropped pin) and an outage of the tracking service, whose events are delivered once it is
-back. Every step is printed as it happens and recorded for the summary.
+back; last, a puck inventory after the pucks were tampered with by hand (a pin taken out, a pin
+relabelled with another sample's barcode). Every step is printed as it happens and recorded for
+the summary, with what the sequence did to the simulated pucks: the inventory's ground truth.
 """
 
 from __future__ import annotations
@@ -33,10 +35,31 @@ class ScanRecord:
     writer_wait_s: float | None = None  # the external writer: seconds until its file was complete
 
 
+#: the last step's tampering with the pucks, by hand: the pin taken out of its puck (the shipment
+#: declares LYS-0002 there: the inventory must find it missing) ...
+REMOVED_PIN = "1:02"
+#: ... and (position, label): that pin now carries the label of the pin at 1:01 (LYS-0001: the
+#: inventory must find one barcode at two positions)
+RELABELLED_PIN = ("2:05", "LYS-0001")
+
+
+@dataclass
+class InventoryRecord:
+    """The last step: what the sequence did to the simulated pucks (the ground truth) and the
+    inventory that followed, as it was kept in Redis."""
+
+    removed: dict[str, str | None]  # address -> the barcode the changer lists there (pin taken out)
+    relabelled: dict[str, str]  # address -> the label the pin there now carries
+    physical: dict[str, str | None]  # sc.physical() at the inventory: position -> label (None: none)
+    table: str  # the inventory's table, as printed
+    kept: dict[str, Any] | None  # tracker.last_inventory(sc), read back from Redis (to_dict())
+
+
 @dataclass
 class DemoLog:
     scans: list[ScanRecord] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    inventory: InventoryRecord | None = None
 
 
 def save_as_demo(session: Any, data_root: Path, writer: str) -> None:
@@ -154,4 +177,27 @@ def run_sequence(
     sc.unmount()
     scans("none", lambda: loopscan(2, 0.01, diode))
     tracker.drain(30)
+
+    address, label = RELABELLED_PIN
+    progress(
+        f"8. a puck inventory: by hand, the pin of {REMOVED_PIN} is taken out and the pin of {address} "
+        f"relabelled {label}; the gripper's reader reads every pin of the loaded pucks"
+    )
+    listed = {p.address: p.barcode for p in sc.contents()}
+    sc.remove_pin(REMOVED_PIN)
+    sc.mislabel(address, label)
+    physical = sc.physical()  # the simulation's truth, as the inventory will find the pucks
+    report = sc.inventory()
+    table = report.text()
+    for line in table.splitlines():
+        progress(f"  {line}")
+    kept = tracker.last_inventory(sc)
+    record.inventory = InventoryRecord(
+        removed={REMOVED_PIN: listed.get(REMOVED_PIN)},
+        relabelled={address: label},
+        physical=physical,
+        table=table,
+        kept=kept.to_dict() if kept is not None else None,
+    )
+    note(f"inventory: {report.summary()}")
     return record

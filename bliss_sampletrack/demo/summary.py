@@ -7,6 +7,11 @@ fields into ``/<n>.1/sample``, after the tracker's tag: ``sample/name`` is then 
 mounted" when nothing is. So "agree" compares the keys the tracker's tag has; the HDF5 ``name``
 of a scan without a sample is reported apart. The writer (``--writer``) is named in the summary:
 with the NexusWriter, each scan's file is read once the writer says SUCCEEDED.
+
+The puck inventory of the sequence's last step, as kept in Redis, is compared with what the
+sequence did to the simulated pucks (not with the tracker's own view): the pin taken out must be
+the one ``missing``, the relabelled pin and the pin whose label it copies the one ``duplicated``,
+the pins with no label (the simulation's truth, ``sc.physical()``) the ``no_read`` ones.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bliss_sampletrack.demo.sequence import DemoLog
+from bliss_sampletrack.demo.sequence import DemoLog, InventoryRecord
 
 TAG_KEYS = ("state", "name", "barcode", "changer_position", "mount_event_id")
 
@@ -68,6 +73,44 @@ def service_events(api_url: str, token: str, beamline: str) -> list[dict[str, An
             return events
 
 
+def _position(address: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in address.split(":"))
+
+
+#: the findings the inventory check compares with what the sequence did
+CHECKED = ("missing", "duplicated", "no_read")
+
+
+def inventory_check(record: InventoryRecord) -> dict[str, Any]:
+    """The inventory kept in Redis against what the sequence did to the pucks: per checked kind,
+    the expected and the found ``[addresses, barcode]`` rows, and whether they all agree."""
+    expected: dict[str, list[list[Any]]] = {
+        "missing": [[[address], barcode] for address, barcode in sorted(record.removed.items())],
+        "duplicated": [
+            [sorted((a for a, text in record.physical.items() if text == label), key=_position), label]
+            for label in sorted(set(record.relabelled.values()))
+        ],
+        "no_read": [
+            [[address], None]
+            for address in sorted((a for a, text in record.physical.items() if text is None), key=_position)
+        ],
+    }
+    findings = (record.kept or {}).get("findings", [])
+    found = {
+        kind: [[list(f["addresses"]), f["barcode"]] for f in findings if f["kind"] == kind]
+        for kind in CHECKED
+    }
+    return {
+        "removed": record.removed,
+        "relabelled": record.relabelled,
+        "kept_in_redis": record.kept is not None,
+        "counts": (record.kept or {}).get("counts", {}),
+        "expected": expected,
+        "found": found,
+        "agree": record.kept is not None and found == expected,
+    }
+
+
 def build(
     log: DemoLog, redis_data_url: str, session: str, api_url: str, token: str, beamline: str
 ) -> dict[str, Any]:
@@ -95,6 +138,7 @@ def build(
     return {
         "scans": scans,
         "notes": log.notes,
+        "inventory": inventory_check(log.inventory) if log.inventory is not None else None,
         "service_events": [
             {
                 "event_id": e["event_id"],
@@ -134,6 +178,19 @@ def print_summary(summary: dict[str, Any], timeline_url: str) -> None:
     print("\nWhat happened along the way:")
     for note in summary["notes"]:
         print(f"  - {note}")
+    inventory = summary.get("inventory")
+    if inventory is not None:
+        done = ", ".join(
+            [f"pin of {a} taken out" for a in inventory["removed"]]
+            + [f"pin of {a} relabelled {label}" for a, label in inventory["relabelled"].items()]
+        )
+        print(f"\nThe puck inventory (kept in Redis) against what the sequence did ({done}):")
+        for kind in CHECKED:
+            expected, found = inventory["expected"][kind], inventory["found"][kind]
+            print(
+                f"  {kind:10} expected {_rows(expected):28} found {_rows(found):28} "
+                f"{'yes' if expected == found else 'NO'}"
+            )
     print(f"\nEvents stored by the tracking service ({len(summary['service_events'])}):")
     for e in summary["service_events"]:
         message = f"  ({e['message'][:70]})" if e["message"] else ""
@@ -142,6 +199,12 @@ def print_summary(summary: dict[str, Any], timeline_url: str) -> None:
             f"{str(e['position'] or ''):5}{message}"
         )
     print(f"\nTimeline page of the tracking service: {timeline_url}")
+
+
+def _rows(rows: list[list[Any]]) -> str:
+    return (
+        "; ".join(f"{', '.join(addresses)}{f' ({code})' if code else ''}" for addresses, code in rows) or "-"
+    )
 
 
 def write_json(summary: dict[str, Any], path: Path) -> None:

@@ -3,15 +3,17 @@ test reads independently from Redis (blissdata), the HDF5 files (h5py) and the s
 none of its artefacts may hold one of its secrets.
 
 The demo runs once for the module (``--keep``: its servers stay up until the last test stops it):
-the summary test, then the secret search while its servers run (both Redis databases, the
-environment of every process it started, ``sampletrack status``), then, once stopped, the search
-of everything it left (its output, the summary, every file of its working folder).
+the summary test, the puck inventory of its last step, then the secret search while its servers
+run (both Redis databases, the environment of every process it started, ``sampletrack status``),
+then, once stopped, the search of everything it left (its output, the summary, every file of its
+working folder).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -224,6 +226,71 @@ def test_demo_command_summary_matches_redis_hdf5_and_service(demo: DemoRun, tmp_
     # every mount the scans were tagged with is in the service
     assert {s["redis"]["mount_event_id"] for s in scans[:7]} <= {e["event_id"] for e in stored}
     check_timeline_page(workdir / "service.db", token, stored, tmp_path)
+
+
+def _table_rows(printed: str) -> dict[str, list[tuple[str, str]]]:
+    """The rows of the inventory table the demo printed: finding -> [(positions, barcode)]."""
+    head = printed.index("inventory of changer 'sc' (tracker 'tracker')")
+    rows: dict[str, list[tuple[str, str]]] = {}
+    row = re.compile(r"^\[demo\]\s+(\d+:\d+(?:, \d+:\d+)*)\s+([a-z_]+)\s+(\S+)\s")
+    for line in printed[head:].splitlines()[1:]:
+        if not line.startswith("[demo]  "):
+            break  # the table ends with the next step's line (or the summary)
+        match = row.match(line)
+        if match:
+            rows.setdefault(match[2], []).append((match[1], match[3]))
+    return rows
+
+
+def test_demo_inventory_finds_what_the_sequence_did_to_the_pucks(demo: DemoRun) -> None:
+    """The sequence's last step: the pin of 1:02 (LYS-0002) taken out of its puck by hand, the pin
+    of 2:05 (UNK-0042) relabelled LYS-0001 (the label of the pin at 1:01), then ``sc.inventory()``.
+    The ground truth is the demo beamline's configuration (changer.yml: pins at 1:01, 1:02, 2:01,
+    2:05, 3:07 with no barcode, 3:16 dropped in step 5; samples.csv declares 1:01, 1:02, 2:01) and
+    what the sequence did: checked in the table it printed and in the inventory kept in Redis."""
+    assert not demo.stopped, "run this module's tests in file order: the last one stops the demo"
+    expected = {
+        "missing": [("1:02", "LYS-0002")],  # taken out: declared there, read nowhere
+        "duplicated": [("1:01, 2:05", "LYS-0001")],  # the copied label: read at both positions
+        "no_read": [("3:07", "-")],  # the pin with no barcode at all
+        "present": [("2:01", "THA-0003")],  # the one declared pin nobody touched
+    }
+    printed = demo.output.read_text()
+    assert "8. a puck inventory" in printed
+    assert "inventory [##############################] 48/48 pins" in printed  # 3 pucks of 16
+    assert _table_rows(printed) == expected, printed[printed.index("8. a puck inventory") :]
+
+    # the inventory kept in Redis (beacon's), read here with a plain client
+    import redis
+
+    client = redis.Redis(port=demo.ports[1])
+    kept = client.lrange("sampletrack:tracker:inventory:sc", 0, -1)
+    assert len(kept) == 1  # the sequence takes one inventory
+    record = json.loads(kept[0])
+    assert record["changer"] == "sc" and record["reader"] == "bcr"
+    assert len(record["reads"]) == 48 and {str(p) for p in range(1, 4)} == set(record["containers"])
+    found = {
+        kind: [
+            (", ".join(f["addresses"]), f["barcode"] or "-") for f in record["findings"] if f["kind"] == kind
+        ]
+        for kind in {f["kind"] for f in record["findings"]}
+    }
+    assert found == expected, record["findings"]
+    empty = {r["address"] for r in record["reads"] if not r["pin"]}
+    assert "1:02" in empty and "3:16" in empty and not {"1:01", "2:01", "2:05", "3:07"} & empty
+    assert {r["address"]: r["code"] for r in record["reads"] if r["code"]} == {
+        "1:01": "LYS-0001",
+        "2:01": "THA-0003",
+        "2:05": "LYS-0001",
+    }
+
+    # the summary's check agrees, and says so
+    summary = json.loads(demo.summary_file.read_text())["inventory"]
+    assert summary["agree"] is True and summary["kept_in_redis"] is True
+    assert summary["removed"] == {"1:02": "LYS-0002"} and summary["relabelled"] == {"2:05": "LYS-0001"}
+    assert summary["found"]["missing"] == [[["1:02"], "LYS-0002"]]
+    assert summary["found"]["duplicated"] == [[["1:01", "2:05"], "LYS-0001"]]
+    assert "The puck inventory (kept in Redis) against what the sequence did" in printed
 
 
 def demo_secrets(demo: DemoRun) -> dict[str, str]:
