@@ -180,10 +180,14 @@ class InventoryLog:
         self.key = f"sampletrack:{tracker}:inventory:{changer}"
         self.keep = keep
 
-    def save(self, record: dict[str, Any]) -> None:
+    def save(self, record: dict[str, Any], also: Callable[[Any], None] | None = None) -> None:
+        """Keep ``record``; ``also(pipeline)`` adds writes to the same transaction (the write-backs
+        the inventory found: kept exactly when the inventory is)."""
         pipeline = self.redis.pipeline(transaction=True)
         pipeline.lpush(self.key, json.dumps(record))
         pipeline.ltrim(self.key, 0, self.keep - 1)
+        if also is not None:
+            also(pipeline)
         pipeline.execute()
 
     def last(self) -> dict[str, Any] | None:

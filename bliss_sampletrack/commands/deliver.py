@@ -120,7 +120,7 @@ def status_main(argv: list[str] | None = None) -> int:
     try:
         cfg, outbox, redis = _connect(args)
         from bliss_sampletrack.delivery.clients import described_from_config
-        from bliss_sampletrack.delivery.manager import client_status
+        from bliss_sampletrack.delivery.manager import client_status, writeback_outbox
         from bliss_sampletrack.tracker.store import RedisTrackerStore, TrackerLease
 
         store = RedisTrackerStore(redis, args.tracker, outbox)
@@ -147,16 +147,18 @@ def status_main(argv: list[str] | None = None) -> int:
         print(f"owner: {holder.describe()}{expires}")
     for event in store.history(5):
         print(f"  {event.occurred_at.isoformat()} {event.type} {event.status} {event.sample.label}")
-    statuses = [client_status(outbox, name, description) for name, description in described]
+    statuses = [(outbox, client_status(outbox, name, description)) for name, description in described]
     if not statuses:
         print(f"delivery: none configured ({outbox.pending()} event(s) kept in the outbox)")
-    for status in statuses:
+    writebacks = writeback_outbox(outbox)  # the clients that ever wrote an inventory's findings back
+    for name in writebacks.clients():
+        statuses.append((writebacks, client_status(writebacks, name, f"{name}: ICAT+ write-back")))
+    for box, status in statuses:
         print(f"delivery: {status.line()}")
-        for letter in outbox.dead_letters(status.client)[-5:]:
-            what = (
-                f"{letter.event.event_id} ({letter.event.sample.label})"
-                if letter.event
-                else f"entry {letter.entry}"
-            )
+        for letter in box.dead_letters(status.client)[-5:]:
+            if letter.event is None:
+                what = f"entry {letter.entry}"
+            else:
+                what = f"{letter.event.event_id} ({getattr(letter.event, 'sample', letter.event).label})"
             print(f"  dead letter {what}: {letter.answer}")
     return 0

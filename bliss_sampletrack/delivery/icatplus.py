@@ -97,9 +97,13 @@ Configuration (one item of the tracker's ``delivery:`` list; see config_examples
 ``tags`` (extra tags for every notification), ``parcel_status`` (optional mapping): ``enabled`` (true),
 ``investigation_id`` (required: the ICAT investigation id, a number), ``session_id`` or
 ``session_id_env``, ``status_mounted`` ("BEAMLINE"), ``status_unmounted`` (null: no update on
-unmount), ``location`` ("{beamline}"; placeholders ``{beamline}``, ``{sample_changer}``,
-``{position}``). Status values are ICAT+'s and not checked here: one it refuses dead-letters the
-event. Unknown keys are refused (a typo must not silently disable something).
+unmount), ``status_emptied`` (null: an inventory's emptied parcel is not written back),
+``location`` ("{beamline}"; placeholders ``{beamline}``, ``{sample_changer}``, ``{position}``);
+``item_corrections`` (false; true needs ``parcel_status``: an inventory's moved samples corrected
+in their ICAT+ items). Those two are written back from the write-back outbox by
+:mod:`~bliss_sampletrack.delivery.icatplus_writeback` (``writeback()``). Status values are ICAT+'s
+and not checked here: one it refuses dead-letters the event. Unknown keys are refused (a typo
+must not silently disable something).
 
 Caveat: the ICAT session id expires (ICAT sessions last hours); once it has, ICAT+ answers 403 and
 every event with a parcel dead-letters (notification delivered, parcel update refused) until the
@@ -139,7 +143,18 @@ TAG = "sampletrack"
 REMEMBERED_EVENTS = 1000
 
 TOP_KEYS = frozenset(
-    {"name", "type", "url", "api_key", "api_key_env", "timeout", "verify_tls", "tags", "parcel_status"}
+    {
+        "name",
+        "type",
+        "url",
+        "api_key",
+        "api_key_env",
+        "timeout",
+        "verify_tls",
+        "tags",
+        "parcel_status",
+        "item_corrections",
+    }
 )
 PARCEL_KEYS = frozenset(
     {
@@ -149,6 +164,7 @@ PARCEL_KEYS = frozenset(
         "session_id_env",
         "status_mounted",
         "status_unmounted",
+        "status_emptied",
         "location",
     }
 )
@@ -164,6 +180,7 @@ class ParcelStatusConfig:
     status_mounted: str | None = DEFAULT_STATUS_MOUNTED
     status_unmounted: str | None = None
     location: str | None = DEFAULT_LOCATION
+    status_emptied: str | None = None  # set when an inventory finds none of its samples left
 
     def status_for(self, event: Event) -> str | None:
         return self.status_mounted if event.type is EventType.MOUNTED else self.status_unmounted
@@ -211,7 +228,11 @@ class ParcelStatusConfig:
             node, "session_id", "session_id_env", DEFAULT_SESSION_ID_ENV, context, "parcel_status."
         )
         statuses = {}
-        for key, default in (("status_mounted", DEFAULT_STATUS_MOUNTED), ("status_unmounted", None)):
+        for key, default in (
+            ("status_mounted", DEFAULT_STATUS_MOUNTED),
+            ("status_unmounted", None),
+            ("status_emptied", None),
+        ):
             value = node.get(key, default)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise ConfigurationError(
@@ -240,6 +261,7 @@ class ParcelStatusConfig:
             status_mounted=statuses["status_mounted"],
             status_unmounted=statuses["status_unmounted"],
             location=location or None,
+            status_emptied=statuses["status_emptied"],
         )
 
 
@@ -299,6 +321,7 @@ class IcatPlusClient:
         verify_tls: object = True,
         tags: Iterable[str] = (),
         parcel_status: ParcelStatusConfig | None = None,
+        item_corrections: bool = False,
         context: str | None = None,
     ) -> None:
         import requests  # a BLISS dependency; cooperative once gevent has patched sockets
@@ -313,6 +336,12 @@ class IcatPlusClient:
         self.timeout = timeout
         self.tags = tuple(tags)
         self.parcel_status = parcel_status
+        if item_corrections and parcel_status is None:
+            raise ConfigurationError(
+                f"{context}: item_corrections needs parcel_status (its investigation_id and session id: "
+                "the item edit is an ICAT+ tracking call like the parcel status)"
+            )
+        self.item_corrections = item_corrections
         self._api_key = api_key
         self._api_key_source = api_key_source
         secrets = {api_key} | ({parcel_status.session_id} if parcel_status else set())
@@ -367,6 +396,12 @@ class IcatPlusClient:
                 f"{context}: key 'tags' must be a list of non-empty strings, got {tags!r}"
             )
         parcel_status = ParcelStatusConfig.from_config(node.get("parcel_status"), context)
+        item_corrections = node.get("item_corrections", False)
+        if not isinstance(item_corrections, bool):
+            raise ConfigurationError(
+                f"{context}: key 'item_corrections' must be true or false (default false: an inventory's "
+                f"corrections are not written to ICAT+ items), got {item_corrections!r}"
+            )
         return cls(
             name,
             url,
@@ -376,6 +411,7 @@ class IcatPlusClient:
             verify_tls=verify_tls,
             tags=[t.strip() for t in tags],
             parcel_status=parcel_status,
+            item_corrections=item_corrections,
             context=context,
         )
 
@@ -394,7 +430,21 @@ class IcatPlusClient:
                 f"on unmount, investigation {parcel.investigation_id} (session id from "
                 f"{parcel.session_id_source})"
             )
+            if parcel.status_emptied:
+                text += f"; {parcel.status_emptied} when an inventory finds a parcel emptied"
+        if self.item_corrections:
+            text += "; an inventory's item corrections written back"
         return text
+
+    def writeback(self) -> Any:
+        """The client writing inventory findings back (icatplus_writeback.py), or None when this
+        one is configured to write none (no ``status_emptied``, no ``item_corrections``)."""
+        parcel = self.parcel_status
+        if parcel is None or not (parcel.status_emptied or self.item_corrections):
+            return None
+        from bliss_sampletrack.delivery.icatplus_writeback import IcatPlusWriteBack
+
+        return IcatPlusWriteBack(self)
 
     # -- sending --------------------------------------------------------------------------------
 
@@ -477,11 +527,7 @@ class IcatPlusClient:
         location = parcel.location_for(event)
         if location:
             body["location"] = location
-        path = (
-            f"/tracking/{self._quote(parcel.session_id)}/investigation/id/{self._quote(parcel.investigation_id)}"
-            f"/parcel/id/{self._quote(parcel_id)}/parcel/status"
-        )
-        return path, body
+        return self.tracking_path(parcel.investigation_id, parcel_id, "parcel/status"), body
 
     def _remember(self, event_id: uuid.UUID) -> None:
         self._notified[event_id] = None
@@ -490,11 +536,40 @@ class IcatPlusClient:
 
     # -- HTTP -----------------------------------------------------------------------------------
 
+    def tracking_path(self, investigation_id: str, parcel_id: str, tail: str) -> str:
+        """``/tracking/{session}/investigation/id/{iid}/parcel/id/{pid}/{tail}`` (quoted; a secret)."""
+        assert self.parcel_status is not None
+        return (
+            f"/tracking/{self._quote(self.parcel_status.session_id)}/investigation/id/"
+            f"{self._quote(investigation_id)}/parcel/id/{self._quote(parcel_id)}/{tail}"
+        )
+
+    def parcels_path(self) -> str:
+        """``/tracking/{session}/parcel`` (the parcel query; the session id is a secret)."""
+        assert self.parcel_status is not None
+        return f"/tracking/{self._quote(self.parcel_status.session_id)}/parcel"
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None,
+        *,
+        what: str,
+        params: list[tuple[str, str]] | None = None,
+    ) -> Any:
+        """The answer to one request (secrets redacted from any failure: RetryLater when none came)."""
+        return self._request(method, path, body, what=what, params=params)
+
+    def answer(self, response: Any) -> str:
+        """An answer's status and text, secrets redacted, cut short."""
+        return self._answer(response)
+
     def _request(
         self,
         method: str,
         path: str,
-        body: Mapping[str, Any],
+        body: Mapping[str, Any] | None,
         *,
         what: str,
         params: list[tuple[str, str]] | None = None,

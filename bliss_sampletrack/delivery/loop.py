@@ -53,6 +53,11 @@ PROBE_EVERY_S = 1.0  # at most one probe a second reaches a server
 PROBE_REFUSED_EVERY_S = 0.25  # while no server answers at all (connection refused)
 PROBE_TIMEOUT_S = 2.0
 MAX_RETRY_AFTER_S = 300.0  # a server's Retry-After is honoured up to this
+GATE_WAIT_S = 0.2  # how often a gated deliverer looks again (write-backs waiting for events)
+
+#: given the stream ID of the next entry: why it must wait (None: send it). The write-back
+#: deliverer's gate waits for the events queued before it (writeback.py).
+Gate = Callable[[str], str | None]
 
 
 def delivery_lease(outbox: RedisStreamOutbox, client: str, ttl: int | float = LEASE_TTL_S) -> DeliveryLease:
@@ -93,8 +98,10 @@ class Deliverer:
         backoff: Backoff | None = None,
         on_progress: Callable[[int], None] | None = None,
         lock_ttl: int | float = LEASE_TTL_S,
+        gate: Gate | None = None,
     ) -> None:
         self.outbox = outbox
+        self.gate = gate
         self.client = client
         self.backoff = backoff or Backoff()
         self.lease = delivery_lease(outbox, client.name, lock_ttl)
@@ -188,10 +195,14 @@ class Deliverer:
 
     def step(self) -> int:
         """One round: send what is pending (a batch or one event). Returns how many were finished."""
-        count = 1 if self._single_only else self.client.max_batch
+        count = 1 if self._single_only or self.gate is not None else self.client.max_batch
         guard = self._guard()
         entries = self.outbox.next_entries(self.client.name, count)
         if not entries:
+            return 0
+        if self.gate is not None and (reason := self.gate(entries[0].id)) is not None:
+            log.debug("delivery %s -> %s: %s", self.outbox.key, self.client.name, reason)
+            self._stop.wait(GATE_WAIT_S)  # waiting, not failing: no backoff, no error recorded
             return 0
         if entries[0].event is None:  # corrupt in Redis: set aside, visibly, never sent
             self.outbox.dead_letter(self.client.name, entries[0], entries[0].error, guard)

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import gevent
 
 from bliss_sampletrack.delivery.base import DeliveryClient
-from bliss_sampletrack.delivery.loop import LOCK_TTL_S, Deliverer, delivery_lease
+from bliss_sampletrack.delivery.loop import LOCK_TTL_S, Deliverer, Gate, delivery_lease
 from bliss_sampletrack.delivery.outbox import RedisStreamOutbox
+from bliss_sampletrack.delivery.writeback import Kind, WriteBack, outbox_key
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,26 @@ def progress_bar(done: int, total: int) -> None:
     print(f"\rdelivering [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", flush=True)
 
 
+def writeback_outbox(outbox: RedisStreamOutbox) -> RedisStreamOutbox:
+    """The write-back outbox (writeback.py) of the beamline of the event ``outbox``."""
+    return RedisStreamOutbox(outbox.redis, outbox.beamline, key=outbox_key(outbox.beamline), record=WriteBack)
+
+
+def after_events(outbox: RedisStreamOutbox, client: str) -> Gate:
+    """A write-back waits until ``client`` has finished the events queued before it."""
+
+    def gate(entry_id: str) -> str | None:
+        if outbox.pending_before(client, entry_id):
+            return f"write-back {entry_id} waits for the events queued before it"
+        return None
+
+    return gate
+
+
 class DeliveryManager:
+    """The deliverers of one beamline: one per client on the event outbox, and one per client that
+    writes back (``client.writeback()`` gives a client, e.g. ICAT+'s) on the write-back outbox."""
+
     def __init__(
         self,
         outbox: RedisStreamOutbox,
@@ -68,8 +88,24 @@ class DeliveryManager:
         lock_ttl: int | float = LOCK_TTL_S,
     ) -> None:
         self.outbox = outbox
+        self.writebacks = writeback_outbox(outbox)
+        clients = list(clients)
         self.deliverers = [Deliverer(outbox, client, lock_ttl=lock_ttl) for client in clients]
+        for client in clients:
+            writer = getattr(client, "writeback", lambda: None)()
+            if writer is not None:
+                gate = after_events(outbox, client.name)
+                self.deliverers.append(Deliverer(self.writebacks, writer, lock_ttl=lock_ttl, gate=gate))
         self._greenlets: list[gevent.Greenlet] = []
+
+    @property
+    def writeback_kinds(self) -> frozenset[Kind]:
+        """What the clients write back of an inventory's findings (the tracker queues only these)."""
+        kinds: set[Kind] = set()
+        for deliverer in self.deliverers:
+            if deliverer.outbox is self.writebacks:
+                kinds |= getattr(deliverer.client, "kinds", frozenset(Kind))
+        return frozenset(kinds)
 
     @property
     def running(self) -> bool:
@@ -82,7 +118,8 @@ class DeliveryManager:
         for deliverer in self.deliverers:
             deliverer._stop.clear()
             greenlet = gevent.spawn(deliverer.run)
-            greenlet.name = f"sampletrack-deliver-{self.outbox.beamline}-{deliverer.client.name}"
+            kind = "writeback" if deliverer.outbox is self.writebacks else "deliver"
+            greenlet.name = f"sampletrack-{kind}-{self.outbox.beamline}-{deliverer.client.name}"
             self._greenlets.append(greenlet)
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -93,20 +130,26 @@ class DeliveryManager:
         self._greenlets = []
 
     def status(self) -> list[ClientStatus]:
-        return [client_status(self.outbox, d.client.name, d.client.describe()) for d in self.deliverers]
+        return [client_status(d.outbox, d.client.name, d.client.describe()) for d in self.deliverers]
 
     def retry_dead_letters(self) -> dict[str, tuple[int, int]]:
-        return {d.client.name: d.retry_dead_letters() for d in self.deliverers}
+        return {self.label(d): d.retry_dead_letters() for d in self.deliverers}
+
+    def label(self, deliverer: Deliverer) -> str:
+        """The client's name, ``(write-back)`` added for a write-back deliverer."""
+        if deliverer.outbox is self.writebacks:
+            return f"{deliverer.client.name} (write-back)"
+        return deliverer.client.name
 
     def drain(self, timeout: float, progress: Callable[[int, int], None] | None = None) -> bool:
         """Wait (cooperatively) until nothing is pending for any client, or ``timeout`` seconds.
 
         ``progress(done, total)`` is called as events are delivered. Returns True when drained.
         The deliverers must be running (here or in another process)."""
-        total = max(1, sum(self.outbox.pending(d.client.name) for d in self.deliverers))
+        total = max(1, sum(d.outbox.pending(d.client.name) for d in self.deliverers))
         with gevent.Timeout(timeout, False):
             while True:
-                left = sum(self.outbox.pending(d.client.name) for d in self.deliverers)
+                left = sum(d.outbox.pending(d.client.name) for d in self.deliverers)
                 if progress:
                     progress(total - left, total)
                 if left == 0:

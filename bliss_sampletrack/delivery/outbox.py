@@ -16,6 +16,10 @@ Layout (``base`` = ``sampletrack:outbox:<beamline>``):
   client's cursor (lease.py). A deliverer passes its lease to :meth:`RedisStreamOutbox.finish`,
   ``dead_letter`` and ``set_error``, which then write only while the lease is still its own.
 
+The same class holds the beamline's *write-back* outbox (``sampletrack:writeback:<beamline>``,
+writeback.py): ``key`` and ``record`` (the type of what the ``event`` field holds: an
+:class:`~bliss_sampletrack.core.Event`, or a write-back record) are its parameters.
+
 Durability relies on the beacon Redis' persistence: with BLISS's default RDB snapshots
 (``save 900 1`` ...), a Redis crash can lose the changes of the last minutes (state, history and
 outbox alike, consistently). With ``appendonly yes`` and ``appendfsync everysec`` it loses at most
@@ -60,6 +64,19 @@ return 1
 """
 
 
+class Record(Protocol):
+    """What an outbox entry holds: an Event, or a write-back record (anything with these)."""
+
+    @property
+    def event_id(self) -> Any: ...
+
+    def to_json(self) -> str: ...
+
+
+class RecordType(Protocol):
+    def from_dict(self, data: Any, *, trusted: bool = False) -> Any: ...
+
+
 class Fence(Protocol):
     """What a fenced write needs of a lease (:class:`~bliss_sampletrack.delivery.lease.DeliveryLease`)."""
 
@@ -72,7 +89,7 @@ class Entry:
     """One outbox entry: its stream ID and the event (None, with ``error``, when unreadable)."""
 
     id: str
-    event: Event | None
+    event: Any  # an Event (or the outbox's record type); None when unreadable
     raw: bytes = b""
     error: str = ""
 
@@ -83,18 +100,18 @@ class DeadLetter:
     unreadable; ``payload`` is what was stored either way."""
 
     entry: str
-    event: Event | None
+    event: Any  # an Event (or the outbox's record type), None when unreadable
     answer: str
     at: str
     payload: Any = None
 
     @classmethod
-    def from_record(cls, raw: bytes | str) -> DeadLetter:
+    def from_record(cls, raw: bytes | str, kind: RecordType = Event) -> DeadLetter:
         record = json.loads(raw)
         payload = record["event"]
         try:
-            event = Event.from_dict(payload) if isinstance(payload, dict) else None
-        except SampleTrackError:
+            event = kind.from_dict(payload) if isinstance(payload, dict) else None
+        except (SampleTrackError, ValueError, KeyError, TypeError):  # kept as its payload, unreadable
             event = None
         return cls(record["entry"], event, record["answer"], record["at"], payload)
 
@@ -114,13 +131,16 @@ def _id_key(entry_id: str) -> tuple[int, int]:
 class RedisStreamOutbox:
     """The outbox of one beamline. ``redis`` is any redis-py client (the beacon's, or fakeredis)."""
 
-    def __init__(self, redis: Any, beamline: str) -> None:
+    def __init__(
+        self, redis: Any, beamline: str, *, key: str | None = None, record: RecordType = Event
+    ) -> None:
         self.redis = redis
         self.beamline = beamline
-        self.key = f"sampletrack:outbox:{beamline}"
+        self.key = key or f"sampletrack:outbox:{beamline}"
+        self.record = record
 
     # -- writing (the tracker) ---------------------------------------------------------------------
-    def add(self, pipeline: Any, events: list[Event]) -> None:
+    def add(self, pipeline: Any, events: list[Record]) -> None:
         """Queue ``events`` in the caller's MULTI/EXEC ``pipeline`` (the tracker's state change)."""
         for event in events:
             pipeline.xadd(self.key, {"event": event.to_json()})
@@ -144,12 +164,11 @@ class RedisStreamOutbox:
         raw = self.redis.xrange(self.key, min=f"({self.cursor(client)}", max="+", count=count)
         return [self._entry(_text(entry_id), fields) for entry_id, fields in raw]
 
-    @staticmethod
-    def _entry(entry_id: str, fields: dict[bytes, bytes]) -> Entry:
+    def _entry(self, entry_id: str, fields: dict[bytes, bytes]) -> Entry:
         raw = fields.get(b"event", b"")
         try:
             # written by this package from a valid Event: parsed without re-checking the contract
-            return Entry(entry_id, Event.from_dict(json.loads(raw), trusted=True), raw)
+            return Entry(entry_id, self.record.from_dict(json.loads(raw), trusted=True), raw)
         except (ValueError, KeyError, TypeError) as exc:
             return Entry(
                 entry_id, None, raw, f"unreadable outbox entry {entry_id}: {type(exc).__name__}: {exc}"
@@ -220,7 +239,8 @@ class RedisStreamOutbox:
         return None if value is None else _text(value)
 
     def dead_letters(self, client: str) -> list[DeadLetter]:
-        return [DeadLetter.from_record(raw) for raw in self.redis.lrange(f"{self.key}:dead:{client}", 0, -1)]
+        raw = self.redis.lrange(f"{self.key}:dead:{client}", 0, -1)
+        return [DeadLetter.from_record(item, self.record) for item in raw]
 
     def take_dead_letters(self, client: str) -> list[DeadLetter]:
         """Remove and return the client's dead letters (to retry them after a fix)."""
@@ -228,7 +248,7 @@ class RedisStreamOutbox:
         pipeline.lrange(f"{self.key}:dead:{client}", 0, -1)
         pipeline.delete(f"{self.key}:dead:{client}")
         raw, _ = pipeline.execute()
-        return [DeadLetter.from_record(item) for item in raw]
+        return [DeadLetter.from_record(item, self.record) for item in raw]
 
     def return_dead_letters(self, client: str, letters: list[DeadLetter]) -> None:
         if letters:
@@ -248,9 +268,15 @@ class RedisStreamOutbox:
             return None
         return max(0.0, time.time() - _id_key(_text(first[0][0]))[0] / 1000.0)
 
-    def peek(self, count: int = 100) -> list[Event]:
+    def peek(self, count: int = 100) -> list[Any]:
         """The first ``count`` events still in the stream, oldest first (whatever their delivery)."""
-        return [Event.from_json(fields[b"event"]) for _, fields in self.redis.xrange(self.key, count=count)]
+        entries = self.redis.xrange(self.key, count=count)
+        return [self.record.from_dict(json.loads(fields[b"event"])) for _, fields in entries]
+
+    def pending_before(self, client: str, entry_id: str) -> int:
+        """Entries older than ``entry_id`` (a stream ID, of this stream or another of the same
+        Redis: IDs are its clock) that ``client`` has not finished, at most one counted."""
+        return len(self.redis.xrange(self.key, min=f"({self.cursor(client)}", max=f"({entry_id}", count=1))
 
     def trim(self) -> None:
         """Drop entries every registered client has finished with."""

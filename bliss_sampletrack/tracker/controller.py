@@ -64,7 +64,7 @@ from bliss_sampletrack.errors import (
 from bliss_sampletrack.readers.protocol import BarcodeRead, BarcodeReader, ConnectionState
 from bliss_sampletrack.tagging import data_policy, metadata, scan_policy
 from bliss_sampletrack.tagging.icat_fields import icat_fields
-from bliss_sampletrack.tracker import manual
+from bliss_sampletrack.tracker import manual, writeback
 from bliss_sampletrack.tracker.engine import LEASE_CALL_TIMEOUT_S, SETTLE_TIMEOUT_S, Tracker
 from bliss_sampletrack.tracker.inventory import Inventory, placed_elsewhere, take_inventory
 from bliss_sampletrack.tracker.registry import (
@@ -446,8 +446,17 @@ class SampleTracker(Tracker):
         report = take_inventory(
             self.name, changer, self.registry.registries, self.registry.resolve, progress=inventory_bar
         )
-        self._inventory_log(changer).save(report.to_dict())
-        return report
+        # kept with what it writes back to ICAT+ (a parcel emptied, an item moved), in one transaction
+        return writeback.keep(
+            report,
+            self._inventory_log(changer),
+            outbox=self.delivery.writebacks,
+            kinds=self.delivery.writeback_kinds,
+            beamline=self.beamline,
+            history=self.store.history(self.store.history_size),
+            resolve=self.registry.resolve,
+            registries=self.registry.registries,
+        )
 
     def last_inventory(self, changer: SampleChanger) -> Inventory | None:
         """The last inventory of ``changer`` kept in Redis (any session's), or None."""

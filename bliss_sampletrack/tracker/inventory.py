@@ -115,6 +115,7 @@ class Inventory:
     reads: PuckReads
     findings: list[Finding] = field(default_factory=list)
     declared: int = 0  # positions the shipment declares in the loaded pucks
+    writeback: list[str] = field(default_factory=list)  # what was queued for ICAT+, or why not
 
     @property
     def changer(self) -> str:
@@ -171,7 +172,8 @@ class Inventory:
             "    " + "  ".join(c.ljust(w) for c, w in zip(r[:5], widths, strict=True)) + "  " + r[5]
             for r in rows
         ]
-        return "\n".join(head + [line.rstrip() for line in lines])
+        tail = ["", "  write-back:", *(f"    {note}" for note in self.writeback)] if self.writeback else []
+        return "\n".join(head + [line.rstrip() for line in lines] + tail)
 
     def __info__(self) -> str:  # the BLISS shell shows a returned object's __info__
         return self.text()
@@ -183,6 +185,7 @@ class Inventory:
             "declared": self.declared,
             "counts": {str(k): n for k, n in self.counts().items()},
             "findings": [f.to_dict() for f in self.findings],
+            "writeback": list(self.writeback),
         }
 
     @classmethod
@@ -192,6 +195,7 @@ class Inventory:
             PuckReads.from_dict(dict(data)),
             [Finding.from_dict(f) for f in data.get("findings", [])],
             int(data.get("declared", 0)),
+            list(data.get("writeback", [])),
         )
 
     def to_json(self, path: str | Path) -> Path:

@@ -181,6 +181,17 @@ class IcatPlusRegistry:
             return self._none(query, f"{query!r} is not a changer address")
         return self._lookup(query, lambda cache: cache.by_location.get(key, set()))  # type: ignore[arg-type]
 
+    def item_of(self, barcode: str) -> dict[str, Any] | None:
+        """The cached ICAT+ item of ``barcode`` (its flattened record and ``investigation_id``), or
+        None: no proposal, no cache, or not exactly one item. Never fetches: an inventory asks
+        after resolving the same barcodes (tracker/writeback.py)."""
+        proposal = self._current_proposal()
+        cache = None if proposal is None else self._cached(proposal)
+        found = set() if cache is None else cache.by_barcode.get(barcode, set())
+        if cache is None or len(found) != 1:
+            return None
+        return {**cache.records[next(iter(found))], "investigation_id": cache.investigation_id}
+
     def describe(self) -> str:
         proposal = self._current_proposal()
         head = f"ICAT+ {self.url}"

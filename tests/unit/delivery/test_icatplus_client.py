@@ -440,6 +440,9 @@ def test_api_key_from_another_variable_or_the_yaml(
         ),
         ({"parcel_status": {**PARCEL, "status_mounted": ""}}, {}, "'parcel_status.status_mounted' must be"),
         ({"parcel_status": {**PARCEL, "location": "{shelf}"}}, {}, "unknown placeholder 'shelf'"),
+        ({"parcel_status": {**PARCEL, "status_emptied": " "}}, {}, "'parcel_status.status_emptied' must be"),
+        ({"item_corrections": "yes"}, {}, "key 'item_corrections' must be true or false"),
+        ({"item_corrections": True}, {}, "item_corrections needs parcel_status"),
         (
             {"parcel_status": PARCEL},
             {"ICATPLUS_SESSION_ID": None},
@@ -465,6 +468,31 @@ def test_configuration_errors_name_the_key_and_where(
     assert expected in message
     assert message.startswith(f"{WHERE}: delivery 'icat': ")
     assert API_KEY not in message and SESSION_ID not in message
+
+
+@pytest.mark.parametrize(
+    ("entry", "kinds"),
+    [
+        ({}, None),
+        ({"parcel_status": PARCEL}, None),  # on mount only: nothing written back
+        ({"parcel_status": {**PARCEL, "status_emptied": "BACK_STORES"}}, {"parcel_emptied"}),
+        ({"parcel_status": PARCEL, "item_corrections": True}, {"item_moved"}),
+        (
+            {"parcel_status": {**PARCEL, "status_emptied": "X"}, "item_corrections": True},
+            {"parcel_emptied", "item_moved"},
+        ),
+    ],
+)
+def test_write_back_only_what_is_configured(entry: dict[str, Any], kinds: set[str] | None) -> None:
+    """Off by default: the tracker queues an inventory's findings only for a client that writes them."""
+    client = make_client("https://icatplus.esrf.fr", **entry)
+    writer = client.writeback()
+    if kinds is None:
+        assert writer is None
+        return
+    assert {str(kind) for kind in writer.kinds} == kinds
+    assert writer.name == client.name and "ICAT+ write-back" in writer.describe()
+    assert SESSION_ID not in writer.describe() and API_KEY not in writer.describe()
 
 
 def test_events_are_remembered_only_once_delivered(icat: tuple[str, IcatRecorder]) -> None:
