@@ -128,15 +128,25 @@ class WriteBack:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, trusted: bool = False) -> WriteBack:
         """``trusted`` is accepted for the outbox's sake (an Event's keyword); every record is read
-        the same way: a malformed one raises ValueError/KeyError/TypeError (an unreadable entry)."""
+        the same way: a malformed one raises ValueError/KeyError/TypeError, which the outbox turns
+        into a dead letter (an unreadable entry), never an error that would stop the queue."""
         del trusted
 
         def place(value: Any) -> Place | None:
             if value is None:
                 return None
+            if not isinstance(value, Mapping):
+                raise TypeError(f"a place is a mapping (location, position), got {value!r}")
             location = value.get("location")
             return Place(None if location is None else int(location), value.get("position"))
 
+        try:
+            return cls._read(data, place)
+        except SampleTrackError as exc:  # a record the constructor refuses: unreadable, as above
+            raise ValueError(str(exc)) from None
+
+    @classmethod
+    def _read(cls, data: Mapping[str, Any], place: Any) -> WriteBack:
         return cls(
             kind=Kind(data["kind"]),
             beamline=data["beamline"],
