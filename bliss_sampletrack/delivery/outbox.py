@@ -274,9 +274,12 @@ class RedisStreamOutbox:
         return [self.record.from_dict(json.loads(fields[b"event"])) for _, fields in entries]
 
     def pending_before(self, client: str, entry_id: str) -> int:
-        """Entries older than ``entry_id`` (a stream ID, of this stream or another of the same
-        Redis: IDs are its clock) that ``client`` has not finished, at most one counted."""
-        return len(self.redis.xrange(self.key, min=f"({self.cursor(client)}", max=f"({entry_id}", count=1))
+        """Entries not newer than ``entry_id`` (a stream ID, of this stream or another of the same
+        Redis: IDs are its clock) that ``client`` has not finished, at most one counted.
+
+        Inclusive: each stream numbers its own IDs, so an entry of another stream added in the same
+        millisecond (even before, in one transaction) has the very same ID: it counts as before."""
+        return len(self.redis.xrange(self.key, min=f"({self.cursor(client)}", max=entry_id, count=1))
 
     def trim(self) -> None:
         """Drop entries every registered client has finished with."""
