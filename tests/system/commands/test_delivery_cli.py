@@ -136,6 +136,50 @@ def test_dead_letters_are_shown_and_retried(
     assert "0 dead letter(s)" in run_cli(beacon, "status").stdout
 
 
+def test_status_lists_the_write_back_outbox_and_its_dead_letters(
+    cli_tracker: Any, beacon: BeaconServer
+) -> None:
+    """An inventory's write-backs (delivery/writeback.py) are a second outbox: status shows it, with
+    no client built (the write-back client's name comes from Redis)."""
+    from datetime import UTC, datetime
+
+    from bliss.config.conductor.client import get_redis_proxy
+
+    from bliss_sampletrack.delivery.manager import writeback_outbox
+    from bliss_sampletrack.delivery.outbox import RedisStreamOutbox
+    from bliss_sampletrack.delivery.writeback import Kind, WriteBack
+
+    redis = get_redis_proxy()
+    box = writeback_outbox(RedisStreamOutbox(redis, "cli00"))
+    for key in redis.scan_iter(f"{box.key}*"):
+        redis.delete(key)
+    box.register("icat")
+    now = datetime.now(UTC)
+    records = [
+        WriteBack(Kind.PARCEL_EMPTIED, "cli00", "cli_tracker", "sc", now, "p-1", "Dewar-1"),
+        WriteBack(Kind.PARCEL_EMPTIED, "cli00", "cli_tracker", "sc", now, "p-2", "Dewar-2"),
+    ]
+    pipeline = redis.pipeline()
+    box.add(pipeline, records)
+    pipeline.execute()
+    [first, _] = box.next_entries("icat", 2)
+    box.dead_letter("icat", first, "parcel Dewar-1 status GONE refused: 400 'GONE' is not a status")
+    try:
+        status = run_cli(beacon, "status", token=False)
+        assert status.returncode == 0, status.stderr
+        lines = status.stdout.splitlines()
+        [line] = [line for line in lines if "ICAT+ write-back" in line]
+        assert line.startswith("delivery: icat: ICAT+ write-back: 1 pending") and "1 dead letter(s)" in line
+        dead = lines[lines.index(line) + 1]
+        assert dead == (
+            f"  dead letter {records[0].event_id} (parcel Dewar-1): parcel Dewar-1 status GONE refused: "
+            "400 'GONE' is not a status"
+        )
+    finally:
+        for key in redis.scan_iter(f"{box.key}*"):
+            redis.delete(key)
+
+
 def test_deliver_without_beacon_is_a_clear_usage_error() -> None:
     env = {k: v for k, v in os.environ.items() if k != "BEACON_HOST"}
     result = subprocess.run(
