@@ -453,7 +453,7 @@ class SampleTracker(Tracker):
             outbox=self.delivery.writebacks,
             kinds=self.delivery.writeback_kinds,
             beamline=self.beamline,
-            history=self.store.history(self.store.history_size),
+            history=self.store.history(self.store.history_size, trusted=True),
             resolve=self.registry.resolve,
             registries=self.registry.registries,
         )

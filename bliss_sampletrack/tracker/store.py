@@ -313,6 +313,11 @@ class RedisTrackerStore:
             raise StaleStateError(f"the state in Redis key {self.state_key!r} changed under this tracker")
         return data
 
-    def history(self, count: int = 20) -> list[Event]:
-        """The last ``count`` events, newest first."""
-        return [Event.from_json(raw) for raw in self.redis.lrange(self.history_key, 0, count - 1)]
+    def history(self, count: int = 20, *, trusted: bool = False) -> list[Event]:
+        """The last ``count`` events, newest first. ``trusted``: parsed without the contract check
+        (0.15 ms an event: the whole history of 1000 would hold the hub for 150 ms), for this
+        package's own records read in bulk (the inventory's write-backs)."""
+        raw = self.redis.lrange(self.history_key, 0, count - 1)
+        if trusted:
+            return [Event.from_dict(json.loads(item), trusted=True) for item in raw]
+        return [Event.from_json(item) for item in raw]
