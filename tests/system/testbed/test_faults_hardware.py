@@ -61,7 +61,11 @@ from hub_probe import HubBlockProbe
 pytest_plugins = ["changer_fixtures"]
 
 ENGINE = "bliss_sampletrack.readers.line_reader"
-HUB_BLOCK_LIMIT = 0.5  # s; without the pump's yield, a 2.4 MB burst held the hub for 2 to 3 s
+# s; without the pump's yield, a 2.4 MB burst held the hub for 2 to 3 s. Asserted in CPU time
+# (hub_probe.py: max_cpu_block): the wall clock also counts the time other processes had the cores
+# (a clean-clone CI run beside another test suite measured 0.59 s by the wall clock once; a real
+# 0.3 s block measures 0.285 s of CPU, so a lost yield in the pump still fails)
+HUB_BLOCK_LIMIT = 0.5
 
 
 def fast(reader: KeyenceSR) -> KeyenceSR:
@@ -247,7 +251,7 @@ def test_a_flood_keeps_memory_bounded_the_hub_free_and_the_latest_code_wins(
         gevent.sleep(0.02)  # the probe wakes once more: a block until now is measured too
     flood_over.set()
     follower.join(10)
-    assert probe.max_block < HUB_BLOCK_LIMIT, probe.max_block
+    assert probe.max_cpu_block < HUB_BLOCK_LIMIT, (probe.max_cpu_block, probe.max_block)
     assert received[0].barcode == "FIRST-0001"
     backlog = received[1:]
     assert 1 <= len(backlog) <= STREAM_QUEUE  # memory bounded: the oldest were dropped
@@ -267,7 +271,7 @@ def test_a_paced_flood_with_no_follower_is_harmless(keyence: tuple[ReaderSimulat
         sent = flood(simulator, 10_000, codes=("FLOOD-A", "FLOOD-B"), per_second=20_000).get(timeout=30)
         wait_until(lambda: reader.last_read and reader.last_read.barcode == "FLOOD-B", 10, "flood read")
         gevent.sleep(0.02)
-    assert sent == 10_000 and probe.max_block < HUB_BLOCK_LIMIT
+    assert sent == 10_000 and probe.max_cpu_block < HUB_BLOCK_LIMIT, (probe.max_cpu_block, probe.max_block)
     simulator.queue("AFTER-0001")
     assert reader.read(3.0).barcode == "AFTER-0001"
 
@@ -353,7 +357,7 @@ def test_a_continuous_tracker_under_garbage_and_flood_keeps_the_latest_code(
                 lambda: tracker.sample is not None and tracker.sample.barcode == "LYS-0002", 30, "latest"
             )
             gevent.sleep(0.02)
-        assert probe.max_block < HUB_BLOCK_LIMIT, probe.max_block
+        assert probe.max_cpu_block < HUB_BLOCK_LIMIT, (probe.max_cpu_block, probe.max_block)
         assert summary(tracker.outbox.peek(10)) == [
             ("mounted", "LYS-0001", "SUCCESS"),  # 3000 times the same code: one mount
             ("unmounted", "LYS-0001", "SUCCESS"),
