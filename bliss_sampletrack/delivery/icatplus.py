@@ -455,7 +455,7 @@ class IcatPlusClient:
         if event.event_id in self._notified:
             done = "e-logbook notification delivered before"
         else:
-            response = self._request(
+            response = self.request(
                 "POST",
                 f"/dataacquisition/{self._quote(self._api_key)}/notification",
                 self.notification_body(event),
@@ -464,9 +464,9 @@ class IcatPlusClient:
             )
             verdict = classify_2xx(response.status_code)
             if verdict is Verdict.RETRY:
-                raise RetryLater(f"e-logbook notification: {self._answer(response)}", retry_after(response))
+                raise RetryLater(f"e-logbook notification: {self.answer(response)}", retry_after(response))
             if verdict is Verdict.REJECTED:
-                detail = f"e-logbook notification refused: {self._answer(response)}"
+                detail = f"e-logbook notification refused: {self.answer(response)}"
                 log.warning("%s: event %s: %s", self.name, event.event_id, detail)
                 return Result(Verdict.REJECTED, detail)
             self._remember(event.event_id)
@@ -477,15 +477,15 @@ class IcatPlusClient:
             return Result(Verdict.DELIVERED, done)
         path, body = parcel
         what = f"parcel {event.sample.parcel_id} status update"
-        response = self._request("PUT", path, body, what=what)
+        response = self.request("PUT", path, body, what=what)
         verdict = classify_2xx(response.status_code)
         if verdict is Verdict.RETRY:
             raise RetryLater(
-                f"{done}, but the {what}: {self._answer(response)} (will retry the parcel update only)",
+                f"{done}, but the {what}: {self.answer(response)} (will retry the parcel update only)",
                 retry_after(response),
             )
         if verdict is Verdict.REJECTED:
-            detail = f"{done}, but the {what} was refused: {self._answer(response)}"
+            detail = f"{done}, but the {what} was refused: {self.answer(response)}"
             log.warning("%s: event %s: %s", self.name, event.event_id, detail)
             return Result(Verdict.REJECTED, detail)
         log.debug("%s: event %s: %s %s", self.name, event.event_id, what, body)
@@ -558,22 +558,7 @@ class IcatPlusClient:
         what: str,
         params: list[tuple[str, str]] | None = None,
     ) -> Any:
-        """The answer to one request (secrets redacted from any failure: RetryLater when none came)."""
-        return self._request(method, path, body, what=what, params=params)
-
-    def answer(self, response: Any) -> str:
-        """An answer's status and text, secrets redacted, cut short."""
-        return self._answer(response)
-
-    def _request(
-        self,
-        method: str,
-        path: str,
-        body: Mapping[str, Any] | None,
-        *,
-        what: str,
-        params: list[tuple[str, str]] | None = None,
-    ) -> Any:
+        """The answer to one request (no answer: RetryLater; secrets redacted from its text)."""
         # never follows a redirect: a redirected POST becomes a GET and the notification would be lost
         response, failure = http_answers.request(
             self._session,
@@ -590,7 +575,8 @@ class IcatPlusClient:
             raise RetryLater(self._redact(f"{what}: {where}: {failure}")[: 2 * MAX_ANSWER])
         return response
 
-    def _answer(self, response: Any) -> str:
+    def answer(self, response: Any) -> str:
+        """An answer's status and text, secrets redacted, cut short."""
         return http_answers.answer(response, self._redact)
 
     @staticmethod
