@@ -32,12 +32,13 @@ decides). The status names are ICAT+'s and were not confirmed here: see the READ
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from bliss_sampletrack.delivery.base import Result, RetryLater, Verdict, classify_2xx, send_each
 from bliss_sampletrack.delivery.http_answers import retry_after
-from bliss_sampletrack.delivery.writeback import Kind, Place, WriteBack
+from bliss_sampletrack.delivery.icatplus_json import as_position, ident, items_with_holder
+from bliss_sampletrack.delivery.writeback import Kind, Place, WriteBack, place_text
 
 if TYPE_CHECKING:  # made by IcatPlusClient.writeback(), which imports this module
     from bliss_sampletrack.delivery.icatplus import IcatPlusClient
@@ -45,42 +46,20 @@ if TYPE_CHECKING:  # made by IcatPlusClient.writeback(), which imports this modu
 log = logging.getLogger(__name__)
 
 
-def _ident(node: Mapping[str, Any]) -> str | None:
-    value = node.get("_id") or node.get("id")
-    return None if value is None else str(value)
-
-
-def _children(node: Mapping[str, Any]) -> list[Any]:
-    for key in ("content", "items"):
-        value = node.get(key)
-        if isinstance(value, list):
-            return value
-    return []
-
-
-def _items(node: Mapping[str, Any], holder: Mapping[str, Any] | None) -> Iterator[tuple[Any, Any]]:
-    """(item, the container holding it) for every item under ``node``, at any depth."""
-    for child in _children(node):
-        if isinstance(child, Mapping):
-            yield child, holder
-            yield from _items(child, child)
-
-
-def same_place(item: Mapping[str, Any], holder: Mapping[str, Any] | None, place: Place | None) -> bool:
-    """ICAT+'s item (its location, else its container's) is at ``place``: numbers compared as such."""
-    if place is None:
-        return False
+def place_of(item: Mapping[str, Any], holder: Mapping[str, Any] | None) -> tuple[str | None, str | None]:
+    """Where ICAT+ puts an item: its location (else its container's) and its position, as text
+    compared without leading zeros (as the parcel registry reads them)."""
     location = item.get("sampleChangerLocation")
     if location is None and holder is not None:
         location = holder.get("sampleChangerLocation")
-    return _number(location) == place.location and _number(item.get("sampleContainerPosition")) == _number(
-        place.position
-    )
+    return as_position(location), as_position(item.get("sampleContainerPosition"))
 
 
-def _number(value: Any) -> Any:
-    text = str(value).strip() if value is not None else ""
-    return int(text) if text.isdigit() else (text or None)
+def same_place(item: Mapping[str, Any], holder: Mapping[str, Any] | None, place: Place | None) -> bool:
+    """ICAT+'s item (its location, else its container's) is at ``place``."""
+    if place is None:
+        return False
+    return place_of(item, holder) == (as_position(place.location), as_position(place.position))
 
 
 class IcatPlusWriteBack:
@@ -155,11 +134,11 @@ class IcatPlusWriteBack:
         if marker in comments:
             return Result(Verdict.DELIVERED, f"{record.label}: written before ({marker} in its comments)")
         if not same_place(item, holder, record.declared):
-            now = Place(_number(item.get("sampleChangerLocation")), item.get("sampleContainerPosition"))
+            now = place_text(*place_of(item, holder))
             declared = record.declared.text() if record.declared else "no place"
             found = record.found.text() if record.found else "?"
             detail = (
-                f"{record.label}: ICAT+ now says {now.text()}, not {declared} as when the inventory "
+                f"{record.label}: ICAT+ now says {now}, not {declared} as when the inventory "
                 f"compared: changed since; not overwritten with {found}"
             )
             log.warning("%s: %s", self.name, detail)
@@ -172,9 +151,9 @@ class IcatPlusWriteBack:
     @staticmethod
     def _find(parcels: Any, record: WriteBack) -> tuple[Any, Any] | None:
         for parcel in parcels if isinstance(parcels, list) else []:
-            if isinstance(parcel, Mapping) and _ident(parcel) == record.parcel_id:
-                for item, holder in _items(parcel, None):
-                    if _ident(item) == record.item_id:
+            if isinstance(parcel, Mapping) and ident(parcel) == record.parcel_id:
+                for item, holder in items_with_holder(parcel):
+                    if ident(item) == record.item_id:
                         return item, holder
         return None
 

@@ -55,10 +55,14 @@ class Place:
     position: str | None
 
     def text(self) -> str:
-        if self.location is None and self.position is None:
-            return "no place"
-        location = "?" if self.location is None else self.location
-        return f"location {location}, position {self.position or '?'}"
+        return place_text(self.location, self.position)
+
+
+def place_text(location: int | str | None, position: str | None) -> str:
+    """``location 3, position 5`` (``?`` for what is not known; ``no place`` for neither)."""
+    if location is None and position is None:
+        return "no place"
+    return f"location {'?' if location is None else location}, position {position or '?'}"
 
 
 @dataclass(frozen=True, slots=True)

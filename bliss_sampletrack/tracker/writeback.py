@@ -26,6 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 from bliss_sampletrack.changers.inventory import InventoryLog, PuckReads
 from bliss_sampletrack.core import Event, EventType, Sample, Status
 from bliss_sampletrack.core.address import parse_address
+from bliss_sampletrack.delivery.icatplus_json import as_position
 from bliss_sampletrack.delivery.outbox import RedisStreamOutbox
 from bliss_sampletrack.delivery.writeback import Kind, Place, WriteBack
 from bliss_sampletrack.tracker.inventory import Inventory
@@ -54,8 +55,10 @@ class Plan:
 
 
 def _number(value: Any) -> int | None:
-    text = str(value).strip() if value is not None else ""
-    return int(text) if text.isdigit() else None
+    """A puck location or position as a number (None: none, or not a number), read as the parcel
+    registry and the write-back client read them (icatplus_json.as_position)."""
+    text = as_position(value)
+    return int(text) if text is not None and text.isdigit() else None
 
 
 def plan(

@@ -62,8 +62,9 @@ from typing import Any
 from bliss_sampletrack import __version__
 from bliss_sampletrack.delivery import http_answers, tls
 from bliss_sampletrack.delivery.http_answers import kept
+from bliss_sampletrack.delivery.icatplus_json import as_text, ident
 from bliss_sampletrack.tracker.icatplus.errors import AuthRefused, IcatPlusUnavailable, Quirk
-from bliss_sampletrack.tracker.icatplus.parcels import all_items, as_text, ident
+from bliss_sampletrack.tracker.icatplus.parcels import all_items
 
 DEFAULT_AUTH_PLUGIN = "esrf"
 #: characters of an ICAT+ error answer kept in a message

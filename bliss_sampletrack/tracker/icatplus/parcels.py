@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from bliss_sampletrack.core.barcode import validate_barcode
+from bliss_sampletrack.delivery.icatplus_json import as_position, as_text, children, ident, items_with_holder
 from bliss_sampletrack.errors import InvalidBarcodeError
 from bliss_sampletrack.tracker.icatplus.errors import IcatPlusUnavailable
 
@@ -30,38 +31,6 @@ BARCODE_FIELDS = {
 }
 
 
-def as_text(value: Any) -> str | None:
-    """ICAT+ values as text: numbers without a spurious ``.0``, blank as None."""
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, str):
-        return value.strip() or None
-    return None
-
-
-def ident(node: Mapping[str, Any]) -> str | None:
-    return as_text(node.get("_id")) or as_text(node.get("id"))
-
-
-def _children(node: Mapping[str, Any]) -> list[Any]:
-    children = node.get("content")
-    if children is None:
-        children = node.get("items")
-    return list(children) if isinstance(children, list) else []
-
-
-def as_position(value: str | int | None) -> str | None:
-    """A changer location or container position, compared without leading zeros (``05`` = ``5``)."""
-    text = as_text(value)
-    if text is None:
-        return None
-    return str(int(text)) if text.isdigit() else text
-
-
 def flatten(parcels: Iterable[Any], sheet_names: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """One record per sample item of ``parcels`` (ICAT+ JSON), with its parcel and container."""
     records: list[dict[str, Any]] = []
@@ -69,7 +38,7 @@ def flatten(parcels: Iterable[Any], sheet_names: Mapping[str, str] | None = None
         if not isinstance(parcel, Mapping):
             raise IcatPlusUnavailable(f"unexpected parcel in ICAT+'s answer: {str(parcel)[:80]!r}")
         where = {"parcel_id": ident(parcel), "parcel_name": as_text(parcel.get("name"))}
-        for item in _children(parcel):
+        for item in children(parcel):
             _walk(item, where, None, records, sheet_names or {})
     return records
 
@@ -103,17 +72,13 @@ def _walk(
             }
         )
         return
-    children = _children(item)
-    for child in children:
+    for child in children(item):
         _walk(child, where, item, records, sheet_names)
 
 
 def all_items(node: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
     """Every item under ``node``, at any depth."""
-    for item in _children(node):
-        if isinstance(item, Mapping):
-            yield item
-            yield from all_items(item)
+    return (item for item, _ in items_with_holder(node))
 
 
 def index(

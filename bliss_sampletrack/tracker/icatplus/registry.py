@@ -30,6 +30,7 @@ import gevent.lock
 
 from bliss_sampletrack.core import Sample
 from bliss_sampletrack.core.barcode import validate_barcode
+from bliss_sampletrack.delivery.icatplus_json import as_position, as_text
 from bliss_sampletrack.delivery.secrets import protect, redact, secret_forms
 from bliss_sampletrack.errors import ConfigurationError, InvalidBarcodeError, SampleTrackError
 from bliss_sampletrack.tracker.icatplus.cache import ParcelCache, cache_key, load, store
@@ -42,7 +43,7 @@ from bliss_sampletrack.tracker.icatplus.client import (
 )
 from bliss_sampletrack.tracker.icatplus.config import CLIENTS, DEFAULT_CACHE_TTL, DEFAULT_TIMEOUT, options
 from bliss_sampletrack.tracker.icatplus.errors import AuthRefused, IcatPlusUnavailable, Quirk
-from bliss_sampletrack.tracker.icatplus.parcels import BARCODE_FIELDS, as_position, as_text, flatten
+from bliss_sampletrack.tracker.icatplus.parcels import BARCODE_FIELDS, flatten
 from bliss_sampletrack.tracker.registry import ChainRegistry, Locating
 
 log = logging.getLogger(__name__)
