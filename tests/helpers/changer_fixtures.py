@@ -1,7 +1,8 @@
 """The demo beamline's simulated changer ``sc`` (with the simulated Keyence reader ``bcr`` on its
 gripper), a real ``SampleTracker`` and their ``ChangerLink``, for tests in a real BLISS session
 (``pytest_plugins = ["changer_fixtures"]``); and what the tracker, changer and fault tests build
-their own from: :func:`make_tracker`, :class:`HypotheticalRobot` and :func:`robot_changer`.
+their own from: :func:`make_tracker`, :func:`reading_changer`, :class:`HypotheticalRobot` and
+:func:`robot_changer`.
 
 PYTEST_DONT_REWRITE: the modules import helpers from here before pytest registers it as a plugin,
 and it holds no test assertions to rewrite."""
@@ -9,6 +10,7 @@ and it holds no test assertions to rewrite."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import gevent
@@ -31,6 +33,21 @@ def make_tracker(**overrides: Any) -> SampleTracker:
         config = {key: node.get(key) for key in node.keys()}
         config.update(overrides)
     return SampleTracker("tracker", config)
+
+
+@contextmanager
+def reading_changer(name: str, **config: Any) -> Iterator[SimulatedChanger]:
+    """A simulated changer ``name`` whose gripper reads its pins with the demo's reader ``bcr``
+    (instant pin reads, fast loads: an inventory in a test), ``config`` added; the reader's
+    subscription removed afterwards."""
+    from bliss.config.static import get_config
+
+    fast = {"pin_read_time": 0.0, "load_time": 0.02, "unload_time": 0.02}
+    changer = SimulatedChanger(name, {**fast, **config, "reader": get_config().get("bcr")})
+    try:
+        yield changer
+    finally:
+        changer.reader.remove()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from changer_fixtures import make_tracker
+from changer_fixtures import make_tracker, reading_changer
 
 from bliss_sampletrack.changers.link import link_changer
 from bliss_sampletrack.changers.simulated import SimulatedChanger
@@ -49,23 +49,8 @@ def inv_tracker(bliss_session: Any, scan_saving: Any, tmp_path: Path) -> Iterato
 
 @pytest.fixture
 def inv(bliss_session: Any) -> Iterator[SimulatedChanger]:
-    from bliss.config.static import get_config
-
-    changer = SimulatedChanger(
-        "inv",
-        {
-            "pucks": 3,
-            "contents": CONTENTS,
-            "containers": CONTAINERS,
-            "faults": FAULTS,
-            "reader": get_config().get("bcr"),
-            "pin_read_time": 0.0,
-            "load_time": 0.02,
-            "unload_time": 0.02,
-        },
-    )
-    yield changer
-    changer.reader.remove()
+    with reading_changer("inv", pucks=3, contents=CONTENTS, containers=CONTAINERS, faults=FAULTS) as changer:
+        yield changer
 
 
 def expected_findings(changer: SimulatedChanger) -> set[tuple[Kind, tuple[str, ...], str | None]]:

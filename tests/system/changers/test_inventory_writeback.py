@@ -17,6 +17,7 @@ from typing import Any
 
 import gevent
 import pytest
+from changer_fixtures import reading_changer
 
 from bliss_sampletrack.changers.link import link_changer
 from bliss_sampletrack.changers.simulated import SimulatedChanger
@@ -79,22 +80,9 @@ def wb_tracker(
 
 @pytest.fixture
 def wb_changer(bliss_session: Any) -> Iterator[SimulatedChanger]:
-    from bliss.config.static import get_config
-
-    changer = SimulatedChanger(
-        "wbsc",
-        {
-            "pucks": 2,
-            "contents": CONTENTS,
-            "containers": {1: "puck-1", 2: "puck-2"},
-            "reader": get_config().get("bcr"),
-            "pin_read_time": 0.0,
-            "load_time": 0.02,
-            "unload_time": 0.02,
-        },
-    )
-    yield changer
-    changer.reader.remove()
+    pucks = {1: "puck-1", 2: "puck-2"}
+    with reading_changer("wbsc", pucks=2, contents=CONTENTS, containers=pucks) as changer:
+        yield changer
 
 
 def item(app: IcatPlusStandIn, name: str) -> dict[str, Any]:
